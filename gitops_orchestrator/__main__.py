@@ -1,0 +1,3 @@
+from gitops_orchestrator.cli import main
+
+main()
