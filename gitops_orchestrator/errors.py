@@ -4,7 +4,8 @@
     ├── RepoError              a repository, path or ref cannot be read at all
     │   ├── NotARepository
     │   └── UnknownRef
-    └── (later: TemporaryError, PermanentError and the supervisor errors)
+    ├── SourceError            the followed repository cannot be reached or read now
+    └── StoreError             the database cannot be opened or is from a newer release
 
 Bad repository *content* is not an exception: the loader returns it as `Problem`s, so a
 broken commit is recorded and shown while the last good one keeps running.
@@ -27,3 +28,14 @@ class NotARepository(RepoError):
 
 class UnknownRef(RepoError):
     """The ref names no commit of the repository."""
+
+
+class SourceError(OrchestratorError):
+    """The followed repository cannot be reached or read now; the desired state stays.
+
+    Messages never contain credentials: they are shown in the API and the logs.
+    """
+
+
+class StoreError(OrchestratorError):
+    """The database cannot be opened, or was written by a newer release."""

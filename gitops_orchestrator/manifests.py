@@ -294,10 +294,11 @@ class _Loader:
     ) -> bool:
         """The previous step's result must be something this step can take (protocol §4)."""
         before, step = deployment.sequence[index - 1], deployment.sequence[index]
-        previous = modules[before.module].spec.functions.get(before.function)
-        function = modules[step.module].spec.functions[step.function]
+        previous_module = modules.get(before.module)
+        previous = previous_module.spec.functions.get(before.function) if previous_module else None
         if previous is None:
-            return False
+            return True  # the previous step's own problem is already reported
+        function = modules[step.module].spec.functions[step.function]
         if previous.output == INTEGER and not function.params:
             self.problem(
                 path,

@@ -58,35 +58,46 @@ class CommitInfo:
 
 
 class GitTree(Tree):
-    """A folder of one commit, read from the object database."""
+    """A folder of one commit, read from the object database.
 
-    def __init__(self, commit: git.Commit, folder: git.Tree) -> None:
+    The listing comes from one `git ls-tree -r -l` call, which is far cheaper than walking
+    tree objects one by one in a large repository; blobs are read only when asked for.
+    """
+
+    def __init__(self, repository: git.Repo, commit: git.Commit, folder: str = "") -> None:
+        self.repository = repository
         self.commit = commit
         self.sha = commit.hexsha
-        self._blobs: dict[str, git.Blob] = {}
+        prefix = f"{folder}/" if folder else ""
+        listing = repository.git.ls_tree(
+            "-r", "-l", "-z", "--full-tree", commit.hexsha, "--", prefix or "."
+        )
         entries: dict[str, Entry] = {}
-        root = str(folder.path)
-        for item in folder.traverse():
-            if not isinstance(item, git.Blob):
-                continue  # trees and submodules
-            full = str(item.path)
-            path = full[len(root) + 1 :] if root else full
-            is_symlink = item.mode == git.Blob.link_mode
-            entries[path] = Entry(path, item.size, item.hexsha, is_symlink)
-            self._blobs[path] = item
+        for record in listing.split("\0"):
+            if not record:
+                continue
+            meta, _, full = record.partition("\t")
+            mode, kind, blob_sha, size = meta.split()
+            if kind != "blob" or not full.startswith(prefix):
+                continue  # submodules (commits) have no content here
+            path = full[len(prefix) :]
+            is_symlink = mode == "120000"
+            entries[path] = Entry(path, int(size), blob_sha, is_symlink)
         self.entries = entries
 
     def read(self, path: str) -> bytes:
-        data: bytes = self._blobs[path].data_stream.read()
+        stream = self.repository.odb.stream(bytes.fromhex(self.entries[path].blob_sha or ""))
+        data: bytes = stream.read()
         return data
 
     def info(self) -> CommitInfo:
         commit = self.commit
+        message = commit.message
         return CommitInfo(
             sha=commit.hexsha,
             author=f"{commit.author.name} <{commit.author.email}>",
             time=commit.committed_date,
-            message=commit.message if isinstance(commit.message, str) else commit.message.decode(),
+            message=message if isinstance(message, str) else message.decode("utf-8", "replace"),
         )
 
 
@@ -131,15 +142,15 @@ def commit_tree(repository: git.Repo, ref: str, folder: str = "") -> GitTree:
         raise UnknownRef(f"{ref!r} names no commit of {repository.working_dir}") from exc
     except git.NoSuchPathError as exc:  # a repository whose .git was removed under us
         raise RepoError(str(exc)) from exc
-    tree = commit.tree
-    if folder not in ("", "."):
+    folder = "" if folder in ("", ".") else folder.strip("/")
+    if folder:
         try:
-            tree = tree / folder
+            tree = commit.tree / folder
         except KeyError as exc:
             raise UnknownRef(f"{folder} does not exist in commit {commit.hexsha}") from exc
         if not isinstance(tree, git.Tree):
             raise UnknownRef(f"{folder} is not a folder in commit {commit.hexsha}")
-    return GitTree(commit, tree)
+    return GitTree(repository, commit, folder)
 
 
 @contextmanager

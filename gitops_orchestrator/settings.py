@@ -6,7 +6,7 @@ from flags and `GITOPS_*` environment variables. Sizes are bytes, durations floa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MIB = 1024 * 1024
 
@@ -25,3 +25,59 @@ class LoaderSettings:
 
     max_yaml_nodes: int = 100_000
     """Most YAML nodes one file may expand to, so alias bombs ("billion laughs") stop early."""
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """How much history the SQLite store keeps."""
+
+    keep_snapshots: int = 20
+    """Accepted commits whose snapshots (and binaries) are kept (`GITOPS_KEEP_SNAPSHOTS`); the
+    blobs no other kept snapshot uses are deleted. 20 covers a day of busy pushes and rollbacks."""
+
+    keep_commits: int = 1000
+    """Commits kept in the history, accepted or rejected (`GITOPS_KEEP_COMMITS`), besides those
+    whose snapshots are kept."""
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """How the followed repository is looked at."""
+
+    poll_interval: float = 10.0
+    """Seconds between looks at a local repository's branch (`GITOPS_POLL_INTERVAL`). Changes
+    are seen at once through file-system events; polling only covers missed events."""
+
+    fetch_interval: float = 30.0
+    """Seconds between fetches of a remote repository (`GITOPS_FETCH_INTERVAL`); a webhook
+    fetches at once."""
+
+    retry_initial: float = 1.0
+    """Seconds before the first retry after a failed fetch; doubled after each failure."""
+
+    retry_max: float = 300.0
+    """Longest wait between retries, in seconds: a remote that is down is still tried every
+    five minutes, and a webhook or a local change wakes the loop earlier."""
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """The HTTP server."""
+
+    host: str = "0.0.0.0"
+    """Address to listen on (`--host`, `GITOPS_HOST`); all interfaces, as devices must reach us."""
+
+    port: int = 3000
+    """Port to listen on (`--port`, `GITOPS_PORT`): the original orchestrator's port, which
+    supervisors fall back to."""
+
+    public_url: str | None = None
+    """Base URL devices use to reach us (`--public-url`, `GITOPS_PUBLIC_URL`); by default
+    `http://<primary address>:<port>`."""
+
+    webhook_secret: str | None = field(default=None, repr=False)
+    """Shared secret of `POST /hooks/git` (`GITOPS_WEBHOOK_SECRET`, or a file named by
+    `GITOPS_WEBHOOK_SECRET_FILE`); without one the webhook answers 403."""
+
+    max_hook_body: int = 25 * MIB
+    """Largest webhook body read, in bytes: GitHub's own cap on webhook payloads."""

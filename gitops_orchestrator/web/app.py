@@ -1,0 +1,69 @@
+"""The Starlette application and its lifespan (the background loops run inside it).
+
+`create_app` is handed everything it needs by the composition root (`cli.serve`, or a test):
+the store to read, the fetch trigger for the webhook, and the background loops to run while the
+app is up. Shutdown cancels the loops and waits for them, so SIGTERM and SIGINT stop cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
+
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from ..settings import WebSettings
+from ..store import Store
+from . import api, hooks
+
+logger = logging.getLogger(__name__)
+
+
+class State(TypedDict):
+    store: Store
+    repo: str
+    branch: str
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the web layer reads and may trigger, wired by the composition root."""
+
+    store: Store
+    repo: str
+    branch: str
+    fetch: hooks.FetchTrigger
+    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=tuple)
+
+
+def create_app(services: Services, settings: WebSettings | None = None) -> Starlette:
+    settings = settings or WebSettings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[State]:
+        tasks = [asyncio.create_task(loop()) for loop in services.background]
+        try:
+            yield {"store": services.store, "repo": services.repo, "branch": services.branch}
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    secret = settings.webhook_secret.encode() if settings.webhook_secret else None
+    routes = [
+        Route("/healthz", api.healthz),
+        Route("/api/v1/sync", api.sync),
+        Route(
+            "/hooks/git",
+            hooks.git_hook(secret, services.fetch, max_body=settings.max_hook_body),
+            methods=["POST"],
+        ),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
