@@ -7,18 +7,28 @@ goes to stdout, diagnostics to stderr; exit 2 is a usage error, as click does.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import os
+import shutil
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
+import git
+import uvicorn
 
-from . import __version__, manifests, repo
-from .errors import RepoError
+from . import __version__, manifests, repo, source, syncing
+from .errors import OrchestratorError, RepoError
 from .models import LoadResult, Problem, Snapshot
-from .settings import LoaderSettings
+from .settings import LoaderSettings, StoreSettings, SyncSettings, WebSettings
+from .store import Store
+from .web import app
 
 # The sample repository ships beside the package in a source checkout (`make run`).
 SAMPLE_REPO = Path(__file__).resolve().parent.parent / "sample-repo"
@@ -75,17 +85,208 @@ def validate(path: Path, ref: str | None, output_format: str, max_binary_size: i
 
 
 @main.command()
-def demo() -> None:
-    """Show what the bundled sample repository holds (devices and serving come later)."""
+@click.option("--repo", required=True, envvar="GITOPS_REPO", help="A local path or a git URL.")
+@click.option("--branch", envvar="GITOPS_BRANCH", help="Default: HEAD's branch / the remote's.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".gitops-orchestrator"),
+    envvar="GITOPS_DATA_DIR",
+    show_default=True,
+)
+@click.option("--host", default=WebSettings.host, envvar="GITOPS_HOST", show_default=True)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=WebSettings.port, envvar="GITOPS_PORT"
+)
+@click.option("--public-url", envvar="GITOPS_PUBLIC_URL", help="Base URL devices use to reach us.")
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0.1),
+    default=SyncSettings.poll_interval,
+    envvar="GITOPS_POLL_INTERVAL",
+    show_default=True,
+)
+@click.option(
+    "--fetch-interval",
+    type=click.FloatRange(min=1),
+    default=SyncSettings.fetch_interval,
+    envvar="GITOPS_FETCH_INTERVAL",
+    show_default=True,
+)
+@click.option(
+    "--keep-snapshots",
+    type=click.IntRange(min=1),
+    default=StoreSettings.keep_snapshots,
+    envvar="GITOPS_KEEP_SNAPSHOTS",
+    show_default=True,
+)
+@click.option(
+    "--keep-commits",
+    type=click.IntRange(min=1),
+    default=StoreSettings.keep_commits,
+    envvar="GITOPS_KEEP_COMMITS",
+    show_default=True,
+)
+@click.option(
+    "--max-binary-size",
+    type=click.IntRange(min=1),
+    default=LoaderSettings.max_binary_size,
+    envvar="GITOPS_MAX_BINARY_SIZE",
+    show_default=True,
+)
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info")
+def serve(**options: Any) -> None:
+    """Run the orchestrator: follow --repo and serve the API on --host:--port."""
+    asyncio.run(_serve(**options))
+
+
+@main.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".gitops-orchestrator/demo"),
+    show_default=True,
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=3000, show_default=True)
+def demo(data_dir: Path, port: int) -> None:
+    """The embedded default: the bundled sample repository, served on 127.0.0.1."""
     if not SAMPLE_REPO.is_dir():
         raise click.UsageError(f"the sample repository is not at {SAMPLE_REPO}")
-    with _loaded(SAMPLE_REPO, None, LoaderSettings()) as result:
-        if result.snapshot is None:
-            for problem in result.problems:
-                click.echo(f"{problem.file}:{problem.line or ''}: {problem.message}", err=True)
-            sys.exit(1)
-        click.echo(f"Sample repository {SAMPLE_REPO}\n")
-        click.echo(_summary(result.snapshot))
+    repository = data_dir / "sample-repo"
+    if not (repository / ".git").is_dir():
+        repository.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(SAMPLE_REPO, repository, dirs_exist_ok=True)
+        with git.Repo.init(repository, initial_branch="main") as created:
+            created.git.add("--all")
+            created.git.commit(
+                "-m",
+                "The sample fleet",
+                author="gitops-orchestrator demo <demo@localhost>",
+                env={"GIT_COMMITTER_NAME": "demo", "GIT_COMMITTER_EMAIL": "demo@localhost"},
+            )
+    with _loaded(repository, None, LoaderSettings()) as result:
+        if result.snapshot is not None:
+            click.echo(_summary(result.snapshot), err=True)
+    click.echo(
+        f"""
+The demo follows the git repository {repository}
+  status:  http://127.0.0.1:{port}/api/v1/sync
+  try:     edit a file there and `git commit -am ...`: the new commit is synced at once;
+           break a module.yaml and commit: the commit is rejected, the last good one stays.
+Stop with Ctrl-C.
+""",
+        err=True,
+    )
+    asyncio.run(
+        _serve(
+            repo=str(repository),
+            branch="main",
+            data_dir=data_dir / "state",
+            host="127.0.0.1",
+            port=port,
+            public_url=None,
+            poll_interval=SyncSettings.poll_interval,
+            fetch_interval=SyncSettings.fetch_interval,
+            keep_snapshots=StoreSettings.keep_snapshots,
+            keep_commits=StoreSettings.keep_commits,
+            max_binary_size=LoaderSettings.max_binary_size,
+            log_level="info",
+        )
+    )
+
+
+async def _serve(
+    *,
+    repo: str,
+    branch: str | None,
+    data_dir: Path,
+    host: str,
+    port: int,
+    public_url: str | None,
+    poll_interval: float,
+    fetch_interval: float,
+    keep_snapshots: int,
+    keep_commits: int,
+    max_binary_size: int,
+    log_level: str,
+) -> None:
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    sync_settings = SyncSettings(poll_interval=poll_interval, fetch_interval=fetch_interval)
+    web_settings = WebSettings(
+        host=host, port=port, public_url=public_url, webhook_secret=_webhook_secret()
+    )
+    try:
+        store = Store.open(data_dir, StoreSettings(keep_snapshots, keep_commits))
+    except OrchestratorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        followed = source.open_source(
+            repo,
+            branch,
+            data_dir=data_dir,
+            credentials=source.Credentials.from_env(os.environ),
+            poll_interval=poll_interval,
+            fetch_interval=fetch_interval,
+        )
+    except OrchestratorError as exc:
+        store.close()
+        raise click.ClickException(str(exc)) from exc
+    interval = poll_interval if isinstance(followed, source.LocalSource) else fetch_interval
+    syncer = syncing.Syncer(
+        followed,
+        store,
+        interval=interval,
+        settings=sync_settings,
+        loader=LoaderSettings(max_binary_size=max_binary_size),
+    )
+    services = app.Services(
+        store=store,
+        repo=followed.display,
+        branch=followed.branch,
+        fetch=followed,
+        background=[syncer.run],
+    )
+    config = uvicorn.Config(
+        app.create_app(services, web_settings),
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=5,
+    )
+    try:
+        await _Server(config).serve()
+    finally:
+        followed.close()
+        store.close()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, minus re-raising SIGINT/SIGTERM after its graceful shutdown.
+
+    Re-raising would kill the process before the store is closed; we close it, then exit 0.
+    """
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(number, self.handle_exit, number, None)
+        try:
+            yield
+        finally:
+            for number in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(number)
+
+
+def _webhook_secret() -> str | None:
+    secret = os.environ.get("GITOPS_WEBHOOK_SECRET")
+    path = os.environ.get("GITOPS_WEBHOOK_SECRET_FILE")
+    if secret is None and path:
+        try:
+            secret = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise click.ClickException(f"cannot read GITOPS_WEBHOOK_SECRET_FILE: {exc}") from exc
+    return secret or None
 
 
 @contextmanager

@@ -16,6 +16,11 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 Path = tuple[str | int, ...]
+# Plain data only: a tag such as !!binary, !!set or !!python/... is refused, not interpreted.
+ALLOWED_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}"
+    for name in ("str", "int", "float", "bool", "null", "timestamp", "seq", "map", "merge")
+)
 
 
 class DocumentError(ValueError):
@@ -59,9 +64,9 @@ def parse(text: bytes, *, max_nodes: int) -> Document:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "malformed YAML"
-        raise DocumentError(
-            f"is not valid YAML: {problem}", mark.line + 1 if mark else None
-        ) from exc
+        # At the end of the text PyYAML points one line past the last one.
+        where = min(mark.line + 1, max(decoded.count("\n"), 1)) if mark else None
+        raise DocumentError(f"is not valid YAML: {problem}", where) from exc
     except yaml.YAMLError as exc:
         raise DocumentError(f"is not valid YAML: {exc}") from exc
     except RecursionError as exc:
@@ -75,25 +80,28 @@ class _Builder:
         self.loader = loader
         self.budget = max_nodes
         self.lines: dict[Path, int] = {}
+        self.own_keys: dict[int, set[int]] = {}
 
     def build(self, node: Node, path: Path) -> Any:
         self.budget -= 1
+        line = node.start_mark.line + 1
         if self.budget < 0:
-            raise DocumentError(
-                "expands to too many values (aliases repeated too often?)",
-                node.start_mark.line + 1,
-            )
-        self.lines.setdefault(path, node.start_mark.line + 1)
+            raise DocumentError("expands to too many values (aliases repeated too often?)", line)
+        if node.tag not in ALLOWED_TAGS:
+            raise DocumentError(f"uses the tag {node.tag!r}, which is not allowed here", line)
+        self.lines.setdefault(path, line)
         if isinstance(node, ScalarNode):
             return self.loader.construct_object(node, deep=True)
         if isinstance(node, SequenceNode):
             return [self.build(item, (*path, index)) for index, item in enumerate(node.value)]
         if isinstance(node, MappingNode):
             return self._mapping(node, path)
-        raise DocumentError("holds an unsupported YAML node", node.start_mark.line + 1)
+        raise DocumentError("holds an unsupported YAML node", line)
 
     def _mapping(self, node: MappingNode, path: Path) -> dict[Any, Any]:
-        own_keys = {id(key_node) for key_node, _ in node.value}
+        # flatten_mapping rewrites the node in place, and an alias may bring the same node back:
+        # remember which keys the node itself wrote the first time it is seen.
+        own_keys = self.own_keys.setdefault(id(node), {id(key) for key, _ in node.value})
         self.loader.flatten_mapping(node)  # resolves `<<: *anchor`; merged pairs come first
         result: dict[Any, Any] = {}
         seen_own: set[Any] = set()

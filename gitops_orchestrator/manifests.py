@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -40,13 +41,17 @@ from .settings import LoaderSettings
 DEVICES_FILE = "devices.yaml"
 MODULE_FILE = "module.yaml"
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
+SIMPLE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 @dataclass
 class LoadCache:
     """Results for blobs already seen, keyed by git blob sha (commits only)."""
 
-    manifests: dict[tuple[str, str], tuple[Any, tuple[Problem, ...]]] = field(default_factory=dict)
+    # Problems are cached as (line, message): the same blob may sit at several paths.
+    manifests: dict[tuple[str, str], tuple[Any, tuple[tuple[int | None, str], ...]]] = field(
+        default_factory=dict
+    )
     binaries: dict[str, tuple[str, Inspection | str]] = field(default_factory=dict)
     digests: dict[str, str] = field(default_factory=dict)
 
@@ -67,6 +72,12 @@ class _Loader:
         self.problems: list[Problem] = []
 
     def run(self) -> LoadResult:
+        if not any(_is_repository_file(path) for path in self.tree.entries):
+            self.problem(
+                ".",
+                None,
+                "has no modules/, deployments/ or devices.yaml: is this the repository's root?",
+            )
         devices = self._devices()
         modules = self._modules()
         deployments = self._deployments(modules)
@@ -335,7 +346,7 @@ class _Loader:
             result, problems = self._parse_manifest(entry, model)
             if key is not None:
                 self.cache.manifests[key] = (result, problems)
-        self.problems.extend(problems)
+        self.problems.extend(Problem(path, line, message) for line, message in problems)
         if result is None:
             return None, None
         spec, doc = result
@@ -343,24 +354,25 @@ class _Loader:
 
     def _parse_manifest(
         self, entry: Entry, model: type[pydantic.BaseModel]
-    ) -> tuple[tuple[Any, documents.Document] | None, tuple[Problem, ...]]:
-        path = entry.path
+    ) -> tuple[tuple[Any, documents.Document] | None, tuple[tuple[int | None, str], ...]]:
         if entry.is_symlink:
-            return None, (Problem(path, None, "is a symbolic link; commit the file itself"),)
+            return None, ((None, "is a symbolic link; commit the file itself"),)
         if entry.size > self.settings.max_manifest_size:
             limit = _size(self.settings.max_manifest_size)
-            return None, (Problem(path, None, f"is {_size(entry.size)}, over the {limit} limit"),)
+            return None, ((None, f"is {_size(entry.size)}, over the {limit} limit"),)
         try:
-            doc = documents.parse(self.tree.read(path), max_nodes=self.settings.max_yaml_nodes)
+            doc = documents.parse(
+                self.tree.read(entry.path), max_nodes=self.settings.max_yaml_nodes
+            )
         except documents.DocumentError as exc:
-            return None, (Problem(path, exc.line, exc.message),)
+            return None, ((exc.line, exc.message),)
         if not isinstance(doc.data, dict):
             kind = "empty" if doc.data is None else f"a {type(doc.data).__name__}"
-            return None, (Problem(path, doc.line_of(()), f"must be a mapping of keys, not {kind}"),)
+            return None, ((doc.line_of(()), f"must be a mapping of keys, not {kind}"),)
         try:
             spec = model.model_validate(doc.data)
         except pydantic.ValidationError as exc:
-            return None, tuple(_validation_problems(path, doc, exc))
+            return None, tuple(_validation_problems(doc, exc))
         return (spec, doc), ()
 
     def _referenced(
@@ -369,14 +381,14 @@ class _Loader:
         """The file a manifest names, if it exists and may be sent to devices."""
         path = posixpath.normpath(posixpath.join(folder, relative))
         if path.startswith("../") or path == "..":
-            self.problem(manifest, line, f"{what} {relative!r} is outside the repository")
+            self.problem(manifest, line, f"{what}: {relative} is outside the repository")
             return None
         entry = self.tree.entries.get(path)
         if entry is None:
-            self.problem(manifest, line, f"{what} {relative!r} does not exist ({path})")
+            self.problem(manifest, line, f"{what}: {path} does not exist")
             return None
         if entry.is_symlink:
-            self.problem(manifest, line, f"{what} {relative!r} is a symbolic link")
+            self.problem(manifest, line, f"{what}: {path} is a symbolic link")
             return None
         if entry.size > self.settings.max_binary_size:
             limit = _size(self.settings.max_binary_size)
@@ -418,14 +430,28 @@ def _cached(store: dict[str, str], entry: Entry, compute: Callable[[], Any]) -> 
 
 
 def _validation_problems(
-    path: str, doc: documents.Document, exc: pydantic.ValidationError
-) -> Iterable[Problem]:
+    doc: documents.Document, exc: pydantic.ValidationError
+) -> Iterable[tuple[int | None, str]]:
     for error in exc.errors(include_url=False):
         loc = tuple(part for part in error["loc"] if part != "[key]")
-        is_key = "[key]" in error["loc"]
-        where = ".".join(str(part) for part in loc)
-        message = _message(error, is_key=is_key)
-        yield Problem(path, doc.line_of(loc), f"{where}: {message}" if where else message)
+        where = _where(loc)
+        message = _message(error, is_key="[key]" in error["loc"])
+        yield doc.line_of(loc), f"{where}: {message}" if where else message
+
+
+def _where(loc: tuple[str | int, ...]) -> str:
+    """A location as users read it: `step 2.function`, `functions.render.mounts[0]`."""
+    text = ""
+    if len(loc) >= 2 and loc[0] == "sequence" and isinstance(loc[1], int):
+        text, loc = f"step {loc[1] + 1}", loc[2:]
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif SIMPLE_KEY.match(part):
+            text += f".{part}" if text else part
+        else:
+            text += f"[{part!r}]"
+    return text
 
 
 def _message(error: Any, *, is_key: bool) -> str:
@@ -434,13 +460,21 @@ def _message(error: Any, *, is_key: bool) -> str:
         return "unknown key"
     if kind == "missing":
         return "is required"
-    text = str(error["msg"]).removeprefix("Value error, ")
-    if is_key and kind != "string_pattern_mismatch":
-        return f"{value!r} is not allowed as a name: {text}"
+    if kind == "too_short":
+        return "must not be empty"
     if kind == "string_pattern_mismatch":
-        rule = NAME_RULES.get(error["ctx"]["pattern"], text)
+        rule = NAME_RULES.get(error["ctx"]["pattern"], str(error["msg"]))
         return f"{value!r} is not allowed: {rule}"
+    text = str(error["msg"]).removeprefix("Value error, ")
+    if is_key and not isinstance(value, str):
+        return f"{value!r} is not allowed as a name: names are text (quote it: '{value}')"
+    if is_key:
+        return f"{value!r} is not allowed as a name: {text}"
     return text
+
+
+def _is_repository_file(path: str) -> bool:
+    return path.startswith(("modules/", "deployments/")) or path == DEVICES_FILE
 
 
 def _problem_order(problem: Problem) -> tuple[str, int, str]:

@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 # Module and deployment names end up in URL paths on devices (`/<deployment>/modules/<module>/`)
 # and are the ids on the wire, so they stay lower-case and URL-safe.
@@ -25,12 +32,14 @@ FUNCTION_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 # Mount paths and data-file names become file names on the device and URL path segments.
 FILE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._-]*$"
 LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]*$"
+ADDRESS_PATTERN = r"^https?://[^/\s?#]+/?$"
 NAME_RULES = {
     NAME_PATTERN: "use lower-case letters, digits, '-' and '_', starting with a letter or digit",
     DEVICE_PATTERN: "use letters, digits, '-' and '_' (a device's mDNS name has no dot)",
     FUNCTION_PATTERN: "use letters, digits, '-' and '_', not starting with a digit",
     FILE_PATTERN: "use a plain file name: letters, digits, '.', '-' and '_', no folders",
     LABEL_PATTERN: "use letters, digits, '.', '/', '-' and '_'",
+    ADDRESS_PATTERN: "use http://host:port or https://host:port, without a path",
 }
 # 63 is the length of a DNS label, which a device name must fit in.
 ModuleName = Annotated[
@@ -150,12 +159,16 @@ class Module(Strict):
         description="Files shipped at deploy time: name on the device -> path in the repository.",
     )
 
-    @model_validator(mode="after")
-    def _data_names(self) -> Module:
-        for name in sorted(self.data):
+    @field_validator("data")
+    @classmethod
+    def _data_names(cls, data: dict[str, str]) -> dict[str, str]:
+        for name in sorted(data):
             if name in RESERVED_DATA_NAMES:
-                raise ValueError(f"data file {name!r}: 'wasm' and 'description' are reserved")
-        return self
+                raise ValueError(
+                    f"a data file may not be named {name!r}: 'wasm' and 'description' are the "
+                    "module's own URLs"
+                )
+        return data
 
 
 class Step(Strict):
@@ -190,8 +203,8 @@ class DeviceEntry(Strict):
     address: (
         Annotated[
             str,
-            StringConstraints(pattern=r"^https?://[^/\s?#]+/?$", max_length=256),
-            Field(description="http(s)://host:port of a device found without multicast."),
+            StringConstraints(pattern=ADDRESS_PATTERN, max_length=256),
+            Field(description=NAME_RULES[ADDRESS_PATTERN]),
         ]
         | None
     ) = None
@@ -210,6 +223,16 @@ class Devices(Strict):
 
 # Records of a loaded repository (made by `manifests`, read by everything after it). Plain
 # frozen dataclasses: they are built once per commit and read on every reconcile pass.
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """Who made a commit, when (seconds since the epoch) and why."""
+
+    sha: str
+    author: str
+    time: int
+    message: str
 
 
 @dataclass(frozen=True)

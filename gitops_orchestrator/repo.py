@@ -20,6 +20,7 @@ import git
 from gitdb.exc import BadName, BadObject
 
 from .errors import NotARepository, RepoError, UnknownRef
+from .models import CommitInfo
 
 
 @dataclass(frozen=True)
@@ -47,14 +48,6 @@ class Tree:
         for path in self.entries:
             if path.startswith(prefix) and "/" not in path[len(prefix) :]:
                 yield path
-
-
-@dataclass(frozen=True)
-class CommitInfo:
-    sha: str
-    author: str
-    time: int
-    message: str
 
 
 class GitTree(Tree):

@@ -24,6 +24,7 @@ from typing import Any
 from .blobs import BlobStore
 from .errors import StoreError
 from .models import (
+    CommitInfo,
     Deployment,
     Devices,
     FileFacts,
@@ -35,7 +36,6 @@ from .models import (
     Snapshot,
     WasmImport,
 )
-from .repo import CommitInfo
 from .settings import StoreSettings
 
 DATABASE_FILE = "orchestrator.sqlite3"

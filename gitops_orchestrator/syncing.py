@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import git
 
@@ -23,23 +22,10 @@ from .errors import SourceError
 from .models import LoadResult
 from .repo import commit_tree
 from .settings import LoaderSettings, SyncSettings
+from .source import Source
 from .store import Store
 
 logger = logging.getLogger(__name__)
-
-
-class Source(Protocol):
-    """Where commits come from (`source.LocalSource`, `source.RemoteSource`)."""
-
-    display: str
-    branch: str
-    repository: git.Repo
-
-    async def head(self) -> str: ...
-
-    async def wait(self, timeout: float) -> None: ...
-
-    def trigger(self) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ def inspect(binary: bytes) -> Inspection:
     try:
         wasmtime.Module.validate(_ENGINE, binary)
     except wasmtime.WasmtimeError as exc:
-        raise InvalidWasm(str(exc).strip().splitlines()[0]) from exc
+        raise InvalidWasm(" ".join(str(exc).split())) from exc
     try:
         return _parse(binary)
     except _Unsupported:

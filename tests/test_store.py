@@ -49,12 +49,14 @@ def test_accepted_commit_becomes_desired_with_its_blobs(store: Store, tmp_path: 
     record_head(store, path, now=100.0)
 
     state = store.sync_state()
-    assert state.desired is not None and state.desired.sha == sha
+    assert state.desired is not None
+    assert state.desired.sha == sha
     assert state.desired.message.strip() == "first fleet"
     assert state.desired.author == "Test User <test@example.com>"
     assert state.last_seen == state.desired
     snapshot = store.desired_snapshot()
-    assert snapshot is not None and snapshot.commit_sha == sha
+    assert snapshot is not None
+    assert snapshot.commit_sha == sha
     assert sorted(snapshot.modules) == ["banner", "double", "fibo"]
     assert sorted(snapshot.deployments) == ["banner", "double", "fibo-chain"]
     assert snapshot.devices.devices["sup3"].cordoned is True
@@ -85,15 +87,19 @@ def test_rejected_commit_keeps_the_desired_state(store: Store, tmp_path: Path) -
     record_head(store, path, now=101.0)
 
     state = store.sync_state()
-    assert state.desired is not None and state.desired.sha == good
-    assert state.last_seen is not None and state.last_seen.sha == bad
+    assert state.desired is not None
+    assert state.desired.sha == good
+    assert state.last_seen is not None
+    assert state.last_seen.sha == bad
     assert state.last_seen.status == "rejected"
-    assert state.last_rejected is not None and state.last_rejected.sha == bad
+    assert state.last_rejected is not None
+    assert state.last_rejected.sha == bad
     [problem] = state.last_rejected.problems
     assert (problem.file, problem.line) == ("deployments/broken.yaml", 2)
     assert "sequence" in problem.message
     snapshot = store.desired_snapshot()
-    assert snapshot is not None and "broken" not in snapshot.deployments
+    assert snapshot is not None
+    assert "broken" not in snapshot.deployments
 
 
 def test_state_survives_a_restart(tmp_path: Path) -> None:
@@ -108,7 +114,8 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
     second = Store.open(data_dir)
     try:
         snapshot = second.desired_snapshot()
-        assert snapshot is not None and snapshot.commit_sha == sha
+        assert snapshot is not None
+        assert snapshot.commit_sha == sha
         assert second.blobs.has(snapshot.modules["fibo"].binary.digest)
         assert [c.sha for c in second.commits()] == [sha]
     finally:
@@ -175,7 +182,8 @@ def test_a_commit_seen_again_is_renewed_not_duplicated(store: Store, tmp_path: P
     record_head(store, path, now=3.0)
 
     state = store.sync_state()
-    assert state.desired is not None and state.desired.sha == first
+    assert state.desired is not None
+    assert state.desired.sha == first
     assert len(store.commits()) == 2
     assert store.commits()[0].sha == first
 

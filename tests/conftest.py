@@ -1,0 +1,79 @@
+"""Shared fixtures: the project's sample repository, copies of it, real git repositories.
+
+Everything here builds real things in `tmp_path` (folders, git repositories, wasm binaries);
+nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pytest
+import wasmtime
+
+SAMPLE_REPO = Path(__file__).resolve().parent.parent / "sample-repo"
+
+Files = Mapping[str, str | bytes]
+
+
+def write_files(root: Path, files: Files) -> Path:
+    """Write `files` ({relative path: text or bytes}) under `root`; return `root`."""
+    for relative, content in files.items():
+        target = root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            target.write_text(content, encoding="utf-8")
+    return root
+
+
+def copy_sample(destination: Path) -> Path:
+    """A copy of sample-repo at `destination` (which must not exist yet)."""
+    shutil.copytree(SAMPLE_REPO, destination)
+    return destination
+
+
+def git(path: Path, *args: str) -> str:
+    """Run the real git CLI in `path`; return its stdout without the trailing newline."""
+    done = subprocess.run(
+        ["git", *args], cwd=path, check=True, capture_output=True, text=True, timeout=30
+    )
+    return done.stdout.strip()
+
+
+def git_init_commit(path: Path, message: str = "initial") -> str:
+    """Make `path` a git repository (unless it is one) and commit everything; return the sha."""
+    if not (path / ".git").exists():
+        git(path, "init", "--quiet", "--initial-branch=main")
+        git(path, "config", "user.name", "Test User")
+        git(path, "config", "user.email", "test@example.com")
+        git(path, "config", "commit.gpgsign", "false")
+    git(path, "add", "--all")
+    git(path, "commit", "--quiet", "--allow-empty", "-m", message)
+    return git(path, "rev-parse", "HEAD")
+
+
+def wat(text: str) -> bytes:
+    """The wasm binary of WebAssembly text `text`."""
+    return bytes(wasmtime.wat2wasm(text))
+
+
+@pytest.fixture
+def sample_repo() -> Path:
+    """The project's sample-repo folder (read it, never write to it)."""
+    return SAMPLE_REPO
+
+
+@pytest.fixture
+def sample_copy(tmp_path: Path) -> Path:
+    """A fresh, writable copy of sample-repo."""
+    return copy_sample(tmp_path / "repo")
+
+
+@pytest.fixture
+def make_files() -> Callable[[Path, Files], Path]:
+    return write_files
