@@ -301,3 +301,36 @@ class LoadResult:
 
     snapshot: Snapshot | None
     problems: tuple[Problem, ...]
+
+
+# The fleet as the planner sees it (built by discovery and the store, read by `core`).
+
+DeviceId = str
+
+
+class DeviceState(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+    GONE = "gone"
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    """What placement needs to know about one device."""
+
+    name: DeviceId
+    url: str
+    """Base URL of the supervisor, e.g. `http://10.0.0.5:5000` (no trailing slash)."""
+    state: DeviceState
+    interfaces: frozenset[str]
+    """The host functions its description lists (`supervisorInterfaces`)."""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    admitted: bool = True
+    cordoned: bool = False
+    online_since: float | None = None
+    """When it last became online (seconds since the epoch), for `return_after`."""
+
+    @property
+    def is_eligible(self) -> bool:
+        """Only online, admitted, non-cordoned devices get work (design §2)."""
+        return self.state is DeviceState.ONLINE and self.admitted and not self.cordoned
