@@ -220,7 +220,9 @@ async def _serve(
     except OrchestratorError as exc:
         raise click.ClickException(str(exc)) from exc
     try:
-        followed = source.open_source(
+        # Opening a remote may ask it for its default branch: not on the event loop.
+        followed = await asyncio.to_thread(
+            source.open_source,
             repo,
             branch,
             data_dir=data_dir,
