@@ -18,12 +18,15 @@ class BlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        # Digests present, read once: `has` is asked for every file of every commit, and only
+        # this class adds or deletes blobs.
+        self._known = set(self.digests())
 
     def path(self, digest: str) -> Path:
         return self.root / digest[:2] / digest
 
     def has(self, digest: str) -> bool:
-        return self.path(digest).is_file()
+        return digest in self._known
 
     def put(self, digest: str, data: bytes) -> None:
         """Store `data` under `digest`, refusing bytes that do not match it."""
@@ -32,6 +35,7 @@ class BlobStore:
             raise ValueError(f"blob content has digest {actual}, expected {digest}")
         target = self.path(digest)
         if target.is_file():
+            self._known.add(digest)
             return
         target.parent.mkdir(exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
@@ -39,6 +43,7 @@ class BlobStore:
             with os.fdopen(handle, "wb") as file:
                 file.write(data)
             os.replace(temporary, target)
+            self._known.add(digest)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
@@ -55,5 +60,6 @@ class BlobStore:
         for digest in list(self.digests()):
             if digest not in keep:
                 self.path(digest).unlink(missing_ok=True)
+                self._known.discard(digest)
                 removed += 1
         return removed

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -54,14 +54,25 @@ class LoadCache:
     )
     binaries: dict[str, tuple[str, Inspection | str]] = field(default_factory=dict)
     digests: dict[str, str] = field(default_factory=dict)
+    # A valid module is reused whole while its manifest, binary and data blobs are unchanged,
+    # so later stages (the store) can recognise it by identity.
+    modules: dict[tuple[str | None, ...], LoadedModule] = field(default_factory=dict)
+
+    def keep_only(self, used: LoadCache) -> None:
+        """Forget what the last load did not use, so the cache stays the size of one commit."""
+        self.manifests, self.binaries = used.manifests, used.binaries
+        self.digests, self.modules = used.digests, used.modules
 
 
 def load(
     tree: Tree, *, settings: LoaderSettings | None = None, cache: LoadCache | None = None
 ) -> LoadResult:
     """Validate every file of the repository format in `tree`."""
-    loader = _Loader(tree, settings or LoaderSettings(), cache or LoadCache())
-    return loader.run()
+    cache = cache if cache is not None else LoadCache()
+    loader = _Loader(tree, settings or LoaderSettings(), cache)
+    result = loader.run()
+    cache.keep_only(loader.used)
+    return result
 
 
 class _Loader:
@@ -69,6 +80,7 @@ class _Loader:
         self.tree = tree
         self.settings = settings
         self.cache = cache
+        self.used = LoadCache()
         self.problems: list[Problem] = []
 
     def run(self) -> LoadResult:
@@ -132,10 +144,35 @@ class _Loader:
                     f"name {spec.name!r} must match its folder {folder!r}",
                 )
                 continue
-            loaded = self._module(spec, path, doc)
+            key = self._module_key(spec, path)
+            loaded = self.cache.modules.get(key) if key else None
+            if loaded is None:
+                loaded = self._module(spec, path, doc)
+            elif key:
+                self._keep_facts(key)
+            if loaded is not None and key:
+                self.used.modules[key] = loaded
             if loaded is not None:
                 modules[spec.name] = loaded
         return modules
+
+    def _keep_facts(self, key: tuple[str | None, ...]) -> None:
+        # A reused module still owns its blobs' facts: the next commit may change only its
+        # manifest, and must not re-read and re-inspect an unchanged binary for that.
+        for blob_sha in key[len(key) // 2 + 1 :]:
+            if blob_sha in self.cache.binaries:
+                self.used.binaries[blob_sha] = self.cache.binaries[blob_sha]
+            if blob_sha in self.cache.digests:
+                self.used.digests[blob_sha] = self.cache.digests[blob_sha]
+
+    def _module_key(self, spec: Module, path: str) -> tuple[str | None, ...] | None:
+        """The blob shas a module is made of, when all are known (commits only)."""
+        folder = posixpath.dirname(path)
+        paths = [path, *(posixpath.normpath(posixpath.join(folder, p)) for p in spec.referenced)]
+        entries = [self.tree.entries.get(p) for p in paths]
+        if any(entry is None or entry.blob_sha is None for entry in entries):
+            return None
+        return (*paths, *(entry.blob_sha for entry in entries if entry is not None))
 
     def _module(self, spec: Module, path: str, doc: documents.Document) -> LoadedModule | None:
         folder = posixpath.dirname(path)
@@ -344,8 +381,8 @@ class _Loader:
             result, problems = self.cache.manifests[key]
         else:
             result, problems = self._parse_manifest(entry, model)
-            if key is not None:
-                self.cache.manifests[key] = (result, problems)
+        if key is not None:
+            self.used.manifests[key] = (result, problems)
         self.problems.extend(Problem(path, line, message) for line, message in problems)
         if result is None:
             return None, None
@@ -401,32 +438,25 @@ class _Loader:
         return entry
 
     def _inspect(self, entry: Entry) -> tuple[str, Inspection | str]:
-        cached = self.cache.binaries.get(entry.blob_sha) if entry.blob_sha else None
-        if cached is not None:
-            return cached
-        binary = self.tree.read(entry.path)
-        digest = hashlib.sha256(binary).hexdigest()
-        try:
-            facts: tuple[str, Inspection | str] = (digest, wasm.inspect(binary))
-        except wasm.InvalidWasm as exc:
-            facts = (digest, f"is not valid WebAssembly: {exc}")
+        facts = self.cache.binaries.get(entry.blob_sha) if entry.blob_sha else None
+        if facts is None:
+            binary = self.tree.read(entry.path)
+            digest = hashlib.sha256(binary).hexdigest()
+            try:
+                facts = (digest, wasm.inspect(binary))
+            except wasm.InvalidWasm as exc:
+                facts = (digest, f"is not valid WebAssembly: {exc}")
         if entry.blob_sha:
-            self.cache.binaries[entry.blob_sha] = facts
+            self.used.binaries[entry.blob_sha] = facts
         return facts
 
     def _digest(self, entry: Entry) -> str:
-        return _cached(
-            self.cache.digests, entry, lambda: hashlib.sha256(self.tree.read(entry.path))
-        )
-
-
-def _cached(store: dict[str, str], entry: Entry, compute: Callable[[], Any]) -> str:
-    if entry.blob_sha and entry.blob_sha in store:
-        return store[entry.blob_sha]
-    value: str = compute().hexdigest()
-    if entry.blob_sha:
-        store[entry.blob_sha] = value
-    return value
+        digest = self.cache.digests.get(entry.blob_sha) if entry.blob_sha else None
+        if digest is None:
+            digest = hashlib.sha256(self.tree.read(entry.path)).hexdigest()
+        if entry.blob_sha:
+            self.used.digests[entry.blob_sha] = digest
+        return digest
 
 
 def _validation_problems(

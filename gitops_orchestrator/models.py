@@ -159,6 +159,11 @@ class Module(Strict):
         description="Files shipped at deploy time: name on the device -> path in the repository.",
     )
 
+    @property
+    def referenced(self) -> tuple[str, ...]:
+        """The files this manifest names, relative to it: the binary, then the data files."""
+        return (self.wasm, *self.data.values())
+
     @field_validator("data")
     @classmethod
     def _data_names(cls, data: dict[str, str]) -> dict[str, str]:

@@ -120,6 +120,7 @@ class Store:
         self.blobs = blobs
         self.settings = settings
         self._snapshot: Snapshot | None = None
+        self._encoded_modules: dict[int, tuple[LoadedModule, str]] = {}
         self._temporary: tempfile.TemporaryDirectory[str] | None = None
 
     @classmethod
@@ -217,8 +218,9 @@ class Store:
                 self._write_snapshot(db, info.sha, snapshot, now)
                 db.execute("UPDATE sync_state SET desired_sha = ?", (info.sha,))
             db.execute("UPDATE sync_state SET last_seen_sha = ?", (info.sha,))
-            self._apply_retention(db)
-        self._collect_blobs()
+            dropped = self._apply_retention(db)
+        if dropped:
+            self._collect_blobs()
 
     def _write_snapshot(
         self, db: sqlite3.Connection, sha: str, snapshot: Snapshot, now: float
@@ -236,10 +238,14 @@ class Store:
         db.executemany(
             "INSERT INTO modules VALUES (?, ?, ?, ?)",
             [
-                (sha, name, module.binary.digest, json.dumps(_module_json(module)))
+                (sha, name, module.binary.digest, self._encoded(module))
                 for name, module in snapshot.modules.items()
             ],
         )
+        current = {id(module) for module in snapshot.modules.values()}
+        self._encoded_modules = {
+            key: value for key, value in self._encoded_modules.items() if key in current
+        }
         db.executemany(
             "INSERT INTO deployments VALUES (?, ?, ?)",
             [(sha, name, d.model_dump_json()) for name, d in snapshot.deployments.items()],
@@ -249,14 +255,24 @@ class Store:
             [(sha, facts.digest) for facts in _files(snapshot)],
         )
 
-    def _apply_retention(self, db: sqlite3.Connection) -> None:
+    def _encoded(self, module: LoadedModule) -> str:
+        # The loader hands back the same object for an unchanged module, so its JSON is
+        # encoded once, not at every commit of a large repository.
+        cached = self._encoded_modules.get(id(module))
+        if cached is None or cached[0] is not module:
+            cached = (module, json.dumps(_module_json(module)))
+            self._encoded_modules[id(module)] = cached
+        return cached[1]
+
+    def _apply_retention(self, db: sqlite3.Connection) -> int:
+        """Drop old snapshots and commits; return how many snapshots were dropped."""
         keep = self.settings.keep_snapshots
-        db.execute(
+        dropped = db.execute(
             "DELETE FROM snapshots WHERE commit_sha NOT IN (SELECT desired_sha FROM sync_state "
             "WHERE desired_sha IS NOT NULL) AND commit_sha NOT IN (SELECT commit_sha FROM "
             "snapshots ORDER BY accepted_at DESC LIMIT ?)",
             (keep,),
-        )
+        ).rowcount
         db.execute(
             "DELETE FROM commits WHERE commit_sha NOT IN (SELECT commit_sha FROM snapshots) "
             "AND commit_sha NOT IN (SELECT last_seen_sha FROM sync_state WHERE last_seen_sha "
@@ -264,6 +280,7 @@ class Store:
             "ORDER BY seen_at DESC LIMIT ?)",
             (self.settings.keep_commits,),
         )
+        return dropped
 
     def _collect_blobs(self) -> None:
         with self._lock:

@@ -730,12 +730,16 @@ def test_cache_reused_across_commits(tmp_path: Path) -> None:
         for name in ("banner", "double", "fibo")
     }
     assert len(wasm_blobs) == 4  # three binaries, one of them changed
-    assert set(cache.binaries) == wasm_blobs
+    # The cache holds what the last load used: the binaries of the second commit.
+    assert set(cache.binaries) == {
+        blob_sha(root, second, f"modules/{name}/{name}.wasm")
+        for name in ("banner", "double", "fibo")
+    }
     new_double = cache.binaries[blob_sha(root, second, "modules/double/double.wasm")]
     assert new_double[0] == two.snapshot.modules["double"].binary.digest
     assert blob_sha(root, second, "modules/banner/greeting.txt") in cache.digests
-    # The changed deployment was parsed again; the other manifests were not.
-    assert len(cache.manifests) == 8  # devices, 3 modules, 3 deployments + the new one
+    # Only the manifests of the last commit stay: devices, 3 modules, 3 deployments.
+    assert len(cache.manifests) == 7
 
 
 def test_cache_keeps_results_of_invalid_binaries(tmp_path: Path) -> None:
@@ -769,3 +773,22 @@ def test_cache_after_renaming_a_broken_file(tmp_path: Path) -> None:
     git_init_commit(root, "two")
     assert [p.file for p in load_ref(root).problems] == ["deployments/b.yaml"]
     assert [p.file for p in load_ref(root, cache=cache).problems] == ["deployments/b.yaml"]
+
+
+def test_unchanged_modules_are_reused_and_binaries_not_reinspected(tmp_path: Path) -> None:
+    root = copy_sample(tmp_path / "repo")
+    first = git_init_commit(root, "one")
+    manifest = root / "modules/fibo/module.yaml"
+    manifest.write_text(manifest.read_text().replace("method: get", "method: post"))
+    second = git_init_commit(root, "fibo is queued now")
+    cache = manifests.LoadCache()
+    one = load_ref(root, first, cache)
+    fibo_facts = cache.binaries[blob_sha(root, first, "modules/fibo/fibo.wasm")]
+    two = load_ref(root, second, cache)
+    assert one.snapshot is not None
+    assert two.snapshot is not None
+    assert two.snapshot.modules["double"] is one.snapshot.modules["double"]
+    assert two.snapshot.modules["fibo"] is not one.snapshot.modules["fibo"]
+    assert two.snapshot.modules["fibo"].spec.functions["fibo"].method == "post"
+    # Only the manifest changed: the binary's inspection is the very same object.
+    assert cache.binaries[blob_sha(root, second, "modules/fibo/fibo.wasm")] is fibo_facts

@@ -1,0 +1,451 @@
+"""Placement: which device runs each step of each deployment, and why (design §2, Placement).
+
+This is a purely computational function with no side-effects: the desired snapshot, the fleet
+as observed and the previous placement go in, a `Placement` with a status and a reason a person
+understands for every step comes out. Time is passed in (`now`), never read. It is consumed by
+`bodies.deploy_bodies`, which turns fully placed deployments into wire bodies, and by the
+status pages and the `plan` command, which show the reasons.
+
+A pass indexes the eligible devices by interface and by label once, so a step costs a few set
+operations and a heap pop, never a scan of the fleet.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import NamedTuple, TypeAlias
+
+from ..models import Deployment, DeviceId, DeviceState, DeviceView, Snapshot
+
+StepKey: TypeAlias = tuple[str, int]
+"""(deployment name, index of the step in its sequence)."""
+
+Labels: TypeAlias = tuple[tuple[str, str], ...]
+
+# Candidate lists longer than this are summarised in reasons: a reason naming 10,000 devices
+# helps nobody.
+NAMED_CANDIDATES = 5
+
+
+class StepStatus(StrEnum):
+    PLACED = "placed"
+    WAITING = "waiting"
+    """Some known device could take the step once it is eligible again."""
+    UNPLACEABLE = "unplaceable"
+    """No known device could ever take the step: fix the repository or add a device."""
+
+
+@dataclass(frozen=True)
+class StepPlacement:
+    device: DeviceId | None
+    status: StepStatus
+    reason: str
+
+
+@dataclass(frozen=True)
+class Placement:
+    steps: Mapping[StepKey, StepPlacement]
+    complete: frozenset[str]
+    """Deployments whose every step is placed: the only ones deployed anywhere."""
+
+    def devices(self) -> dict[StepKey, DeviceId]:
+        """The device of every placed step: the `previous` of the next pass."""
+        return {key: step.device for key, step in self.steps.items() if step.device is not None}
+
+
+@dataclass(frozen=True)
+class DeploymentStatus:
+    complete: bool
+    reasons: tuple[str, ...]
+    """Why each step that is not placed is not, as `step 1 (fibo.fibo) waiting: ...`."""
+
+
+def place(
+    snapshot: Snapshot,
+    *,
+    fleet: Mapping[DeviceId, DeviceView],
+    previous: Mapping[StepKey, DeviceId],
+    now: float,
+    return_after: float = 30.0,
+) -> Placement:
+    """A device, status and reason for every step of every deployment in `snapshot`."""
+    requirements = {
+        name: frozenset(module.requirements) for name, module in snapshot.modules.items()
+    }
+    selectors = {
+        label
+        for deployment in snapshot.deployments.values()
+        for step in deployment.sequence
+        for label in (step.selector or {}).items()
+    }
+    index = _FleetIndex(
+        fleet, interfaces=frozenset().union(*requirements.values()), labels=selectors
+    )
+    rules = _Rules(index, previous, now, return_after)
+    results: dict[StepKey, StepPlacement | _Choice] = {}
+    for name in sorted(snapshot.deployments):
+        for number, step in enumerate(snapshot.deployments[name].sequence):
+            key = (name, number)
+            needs = requirements.get(step.module)
+            if needs is None:  # a valid snapshot never gets here; bad data is never fatal
+                results[key] = _unplaceable(f"module {step.module!r} is not in the snapshot")
+                continue
+            target = _Target(
+                key=key,
+                module=step.module,
+                needs=needs,
+                device=step.device,
+                selector=tuple(sorted((step.selector or {}).items())),
+                failovers=tuple(step.failovers),
+            )
+            results[key] = rules.resolve(target)
+    incomplete = {
+        key[0]
+        for key, result in results.items()
+        if isinstance(result, StepPlacement) and result.status is not StepStatus.PLACED
+    }
+    # Loads count only steps of deployments that will run: a waiting step must not push the
+    # other deployments around (it only affects its own).
+    load: dict[DeviceId, int] = {}
+    for key, result in results.items():
+        if isinstance(result, StepPlacement) and result.device and key[0] not in incomplete:
+            load[result.device] = load.get(result.device, 0) + 1
+    # Fixed choices (named, sticky, failover) were counted first, so the free choices below
+    # balance around them instead of piling onto a device that sticky steps already fill.
+    heaps: dict[frozenset[DeviceId], list[tuple[int, DeviceId]]] = {}
+    steps: dict[StepKey, StepPlacement] = {}
+    for key, result in results.items():
+        if isinstance(result, StepPlacement):
+            steps[key] = result
+            continue
+        heap = heaps.get(result.candidates)
+        if heap is None:
+            heap = [(load.get(device, 0), device) for device in result.candidates]
+            heapq.heapify(heap)
+            heaps[result.candidates] = heap
+        steps[key] = _least_loaded(result, heap, load, counts=key[0] not in incomplete)
+    complete = frozenset(snapshot.deployments) - incomplete
+    return Placement(steps=steps, complete=complete)
+
+
+def deployment_status(placement: Placement, deployment: Deployment) -> DeploymentStatus:
+    """Whether every step of `deployment` is placed, with the reasons of those that are not."""
+    reasons: list[str] = []
+    for number, step in enumerate(deployment.sequence):
+        result = placement.steps.get((deployment.name, number))
+        if result is None:
+            reasons.append(f"step {number + 1} ({step.module}.{step.function}) is not planned")
+        elif result.status is not StepStatus.PLACED:
+            reasons.append(
+                f"step {number + 1} ({step.module}.{step.function}) {result.status}: "
+                f"{result.reason}"
+            )
+    return DeploymentStatus(complete=not reasons, reasons=tuple(reasons))
+
+
+@dataclass(frozen=True)
+class _Target:
+    key: StepKey
+    module: str
+    needs: frozenset[str]
+    device: DeviceId | None
+    selector: Labels
+    failovers: tuple[DeviceId, ...]
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """A step that goes to the least loaded of `candidates` (never empty)."""
+
+    candidates: frozenset[DeviceId]
+    prefix: tuple[str, ...]
+    """Why the earlier options (previous device, failovers) were not taken."""
+
+
+class _Problem(NamedTuple):
+    """Why a device cannot take a step; `passing` when that may change without a commit."""
+
+    device: DeviceId
+    text: str
+    passing: bool
+
+
+class _FleetIndex:
+    """The fleet, indexed once per pass: devices by interface and by label.
+
+    Only the interfaces some module imports and the labels some selector names are indexed:
+    devices offer dozens of WASI calls that no step asks for.
+    """
+
+    def __init__(
+        self,
+        fleet: Mapping[DeviceId, DeviceView],
+        *,
+        interfaces: frozenset[str],
+        labels: set[tuple[str, str]],
+    ) -> None:
+        self.devices = fleet
+        self.eligible = frozenset(name for name, view in fleet.items() if view.is_eligible)
+        self._by_interface: dict[str, set[DeviceId]] = {}
+        self._known_by_interface: dict[str, set[DeviceId]] = {}
+        self._by_label: dict[tuple[str, str], set[DeviceId]] = {}
+        self._known_by_label: dict[tuple[str, str], set[DeviceId]] = {}
+        for name, view in fleet.items():
+            eligible = name in self.eligible
+            for interface in view.interfaces & interfaces:
+                self._known_by_interface.setdefault(interface, set()).add(name)
+                if eligible:
+                    self._by_interface.setdefault(interface, set()).add(name)
+            for label in view.labels.items():
+                if label not in labels:
+                    continue
+                self._known_by_label.setdefault(label, set()).add(name)
+                if eligible:
+                    self._by_label.setdefault(label, set()).add(name)
+        self._capable: dict[frozenset[str], frozenset[DeviceId]] = {}
+        self._known_capable: dict[frozenset[str], frozenset[DeviceId]] = {}
+        self._matching: dict[tuple[frozenset[str], Labels], frozenset[DeviceId]] = {}
+
+    def capable(self, needs: frozenset[str]) -> frozenset[DeviceId]:
+        """Eligible devices that offer every interface in `needs`."""
+        found = self._capable.get(needs)
+        if found is None:
+            found = _intersection(self.eligible, self._by_interface, needs)
+            self._capable[needs] = found
+        return found
+
+    def known_capable(self, needs: frozenset[str]) -> frozenset[DeviceId]:
+        """Devices in any state that offer every interface in `needs`."""
+        found = self._known_capable.get(needs)
+        if found is None:
+            found = _intersection(frozenset(self.devices), self._known_by_interface, needs)
+            self._known_capable[needs] = found
+        return found
+
+    def matching(self, needs: frozenset[str], selector: Labels) -> frozenset[DeviceId]:
+        """Eligible devices that offer `needs` and carry every label of `selector`."""
+        found = self._matching.get((needs, selector))
+        if found is None:
+            found = self.capable(needs).intersection(
+                *(self._by_label.get(label, ()) for label in selector)
+            )
+            self._matching[(needs, selector)] = found
+        return found
+
+    def known_matching(self, selector: Labels) -> list[DeviceId]:
+        """Devices in any state that carry every label of `selector`, sorted."""
+        every = [self._known_by_label.get(label, set()) for label in selector]
+        return sorted(set.intersection(*every)) if every else sorted(self.devices)
+
+    def why_not(self, name: DeviceId, needs: frozenset[str]) -> _Problem | None:
+        """Why `name` cannot take a step needing `needs`; None when it can."""
+        view = self.devices.get(name)
+        if view is None:
+            return _Problem(name, f"{name} is unknown", passing=False)
+        missing = sorted(needs - view.interfaces)
+        if missing:
+            # Checked before eligibility: an offline device lacking an import will not gain
+            # it by coming back, so it never makes the step wait.
+            plural = "s" if len(missing) > 1 else ""
+            text = f"{name}: lacks interface{plural} {', '.join(missing)}"
+            return _Problem(name, text, passing=False)
+        if name not in self.eligible:
+            return _Problem(name, f"{name} is {_ineligibility(view)}", passing=True)
+        return None
+
+
+@dataclass(frozen=True)
+class _Rules:
+    """The placement rules of design §2, applied to one step at a time."""
+
+    index: _FleetIndex
+    previous: Mapping[StepKey, DeviceId]
+    now: float
+    return_after: float
+
+    def resolve(self, target: _Target) -> StepPlacement | _Choice:
+        if target.device is not None:
+            return self._named(target, target.device)
+        return self._free(target)
+
+    def _named(self, target: _Target, named: DeviceId) -> StepPlacement:
+        index = self.index
+        named_problem = index.why_not(named, target.needs)
+        before = self.previous.get(target.key)
+        failovers = [name for name in target.failovers if name != named]
+        if before in failovers and index.why_not(before, target.needs) is None:
+            if named_problem is None:
+                since = index.devices[named].online_since
+                # An unknown start is taken as long ago: no evidence says the device is flapping.
+                online_for = None if since is None else self.now - since
+                if online_for is not None and online_for < self.return_after:
+                    return _placed(
+                        before,
+                        f"sticky on failover {before}: {named} online for only "
+                        f"{online_for:.0f} s of {self.return_after:g} s",
+                    )
+                back = "" if online_for is None else f" for {online_for:.0f} s"
+                return _placed(named, f"{named} back online{back}; returned from failover {before}")
+            return _placed(before, f"{named_problem.text}; sticky on failover {before}")
+        if named_problem is None:
+            return _placed(named, f"on {named} as named")
+        problems = [named_problem]
+        for name in failovers:
+            problem = index.why_not(name, target.needs)
+            if problem is None:
+                texts = [p.text for p in problems]
+                return _placed(name, "; ".join([*texts, f"on failover {name}"]))
+            problems.append(problem)
+        reasons = "; ".join(problem.text for problem in problems)
+        waiting_for = [problem.device for problem in problems if problem.passing]
+        if waiting_for:
+            return StepPlacement(
+                None, StepStatus.WAITING, f"{reasons}; waiting for {' or '.join(waiting_for)}"
+            )
+        return _unplaceable(f"{reasons}; no known device can take it")
+
+    def _free(self, target: _Target) -> StepPlacement | _Choice:
+        index = self.index
+        if target.selector:
+            candidates = index.matching(target.needs, target.selector)
+        else:
+            candidates = index.capable(target.needs)
+        prefix: list[str] = []
+        before = self.previous.get(target.key)
+        if before is not None:
+            if before in candidates:
+                return _placed(before, f"sticky on {before}")
+            problem = index.why_not(before, target.needs)
+            prefix.append(
+                problem.text if problem else f"{before} does not match {_labels(target.selector)}"
+            )
+        for name in target.failovers:
+            if name in candidates:
+                return _placed(name, "; ".join([*prefix, f"on failover {name}"]))
+            problem = index.why_not(name, target.needs)
+            prefix.append(
+                problem.text if problem else f"{name} does not match {_labels(target.selector)}"
+            )
+        if candidates:
+            return _Choice(candidates, tuple(prefix))
+        if not index.known_capable(target.needs):
+            if not target.needs:
+                return _unplaceable("no device is known")
+            return _unplaceable(
+                f"no known device offers every import of {target.module}: "
+                f"{', '.join(sorted(target.needs))}"
+            )
+        if target.selector:
+            return self._selector_waits(target)
+        offers = f" offering {', '.join(sorted(target.needs))}" if target.needs else ""
+        return StepPlacement(None, StepStatus.WAITING, f"no eligible device{offers}; waiting")
+
+    def _selector_waits(self, target: _Target) -> StepPlacement:
+        wanted = _labels(target.selector)
+        matching = self.index.known_matching(target.selector)
+        if not matching:
+            return StepPlacement(
+                None, StepStatus.WAITING, f"no known device matches {wanted}; waiting for one"
+            )
+        problems = (self.index.why_not(name, target.needs) for name in matching)
+        shown = [problem.text for problem in problems if problem][:NAMED_CANDIDATES]
+        if len(matching) > len(shown):
+            shown.append(f"{len(matching) - len(shown)} more")
+        why = "; ".join(shown)
+        return StepPlacement(
+            None, StepStatus.WAITING, f"no eligible device matches {wanted} ({why}); waiting"
+        )
+
+
+def _least_loaded(
+    choice: _Choice,
+    heap: list[tuple[int, DeviceId]],
+    load: dict[DeviceId, int],
+    *,
+    counts: bool,
+) -> StepPlacement:
+    # The loads the choice saw, for the reason; only short candidate lists are spelled out.
+    seen = (
+        {name: load.get(name, 0) for name in sorted(choice.candidates)}
+        if len(choice.candidates) <= NAMED_CANDIDATES
+        else None
+    )
+    # Loads only grow during a pass, so a stale heap entry is always too small: it surfaces
+    # first and is pushed back with its current load (a lazy heap, O(log n) per step).
+    steps, device = _top(heap, load)
+    heapq.heappop(heap)
+    tied = bool(heap) and _top(heap, load)[0] == steps
+    if counts:
+        load[device] = steps + 1
+    heapq.heappush(heap, (load.get(device, 0), device))
+    reason = _choice_reason(device, steps, seen, tied=tied, total=len(choice.candidates))
+    return _placed(device, "; ".join([*choice.prefix, reason]))
+
+
+def _top(heap: list[tuple[int, DeviceId]], load: Mapping[DeviceId, int]) -> tuple[int, DeviceId]:
+    while True:
+        steps, device = heap[0]
+        current = load.get(device, 0)
+        if current == steps:
+            return steps, device
+        heapq.heapreplace(heap, (current, device))
+
+
+def _choice_reason(
+    chosen: DeviceId,
+    steps: int,
+    seen: Mapping[DeviceId, int] | None,
+    *,
+    tied: bool,
+    total: int,
+) -> str:
+    tie = "; first by name" if tied else ""
+    if seen is None:
+        return f"least loaded of {total} candidates ({chosen}: {_steps(steps)}){tie}"
+    if len(seen) == 1:
+        return f"only candidate {chosen} ({_steps(steps)})"
+    names = ", ".join(seen)
+    lowest = [name for name, count in seen.items() if count == steps]
+    if len(lowest) == len(seen):
+        return f"least loaded of {names} ({_steps(steps)} each){tie}"
+    if len(lowest) > 1:
+        return f"least loaded of {names} ({', '.join(lowest)}: {_steps(steps)} each){tie}"
+    return f"least loaded of {names} ({chosen}: {_steps(steps)})"
+
+
+def _intersection(
+    every: frozenset[DeviceId], index: Mapping[str, set[DeviceId]], needs: frozenset[str]
+) -> frozenset[DeviceId]:
+    if not needs:
+        return every
+    # Smallest set first: the intersection can only shrink.
+    sets = sorted((index.get(name, set()) for name in needs), key=len)
+    return frozenset(sets[0].intersection(*sets[1:]))
+
+
+def _ineligibility(view: DeviceView) -> str:
+    parts = [] if view.state is DeviceState.ONLINE else [view.state.value]
+    if not view.admitted:
+        parts.append("not admitted")
+    if view.cordoned:
+        parts.append("cordoned")
+    return " and ".join(parts)
+
+
+def _labels(selector: Labels) -> str:
+    return ", ".join(f"{key}={value}" for key, value in selector)
+
+
+def _steps(count: int) -> str:
+    return f"{count} step" if count == 1 else f"{count} steps"
+
+
+def _placed(device: DeviceId, reason: str) -> StepPlacement:
+    return StepPlacement(device, StepStatus.PLACED, reason)
+
+
+def _unplaceable(reason: str) -> StepPlacement:
+    return StepPlacement(None, StepStatus.UNPLACEABLE, reason)
