@@ -24,9 +24,10 @@ StepKey: TypeAlias = tuple[str, int]
 """(deployment name, index of the step in its sequence)."""
 
 Labels: TypeAlias = tuple[tuple[str, str], ...]
+_Key: TypeAlias = str | tuple[str, str]
+"""An interface name or a (label, value) pair: what the fleet index is keyed by."""
 
-# Candidate lists longer than this are summarised in reasons: a reason naming 10,000 devices
-# helps nobody.
+# Candidate lists longer than this are summarised in reasons.
 NAMED_CANDIDATES = 5
 
 
@@ -56,13 +57,6 @@ class Placement:
         return {key: step.device for key, step in self.steps.items() if step.device is not None}
 
 
-@dataclass(frozen=True)
-class DeploymentStatus:
-    complete: bool
-    reasons: tuple[str, ...]
-    """Why each step that is not placed is not, as `step 1 (fibo.fibo) waiting: ...`."""
-
-
 def place(
     snapshot: Snapshot,
     *,
@@ -81,9 +75,7 @@ def place(
         for step in deployment.sequence
         for label in (step.selector or {}).items()
     }
-    index = _FleetIndex(
-        fleet, interfaces=frozenset().union(*requirements.values()), labels=selectors
-    )
+    index = _FleetIndex(fleet, wanted=frozenset().union(selectors, *requirements.values()))
     rules = _Rules(index, previous, now, return_after)
     results: dict[StepKey, StepPlacement | _Choice] = {}
     for name in sorted(snapshot.deployments):
@@ -93,14 +85,8 @@ def place(
             if needs is None:  # a valid snapshot never gets here; bad data is never fatal
                 results[key] = _unplaceable(f"module {step.module!r} is not in the snapshot")
                 continue
-            target = _Target(
-                key=key,
-                module=step.module,
-                needs=needs,
-                device=step.device,
-                selector=tuple(sorted((step.selector or {}).items())),
-                failovers=tuple(step.failovers),
-            )
+            selector = tuple(sorted((step.selector or {}).items()))
+            target = _Target(key, step.module, needs, step.device, selector, (*step.failovers,))
             results[key] = rules.resolve(target)
     incomplete = {
         key[0]
@@ -121,29 +107,24 @@ def place(
         if isinstance(result, StepPlacement):
             steps[key] = result
             continue
-        heap = heaps.get(result.candidates)
-        if heap is None:
-            heap = [(load.get(device, 0), device) for device in result.candidates]
-            heapq.heapify(heap)
-            heaps[result.candidates] = heap
+        if result.candidates not in heaps:
+            heaps[result.candidates] = [(load.get(name, 0), name) for name in result.candidates]
+            heapq.heapify(heaps[result.candidates])
+        heap = heaps[result.candidates]
         steps[key] = _least_loaded(result, heap, load, counts=key[0] not in incomplete)
     complete = frozenset(snapshot.deployments) - incomplete
     return Placement(steps=steps, complete=complete)
 
 
-def deployment_status(placement: Placement, deployment: Deployment) -> DeploymentStatus:
-    """Whether every step of `deployment` is placed, with the reasons of those that are not."""
-    reasons: list[str] = []
+def deployment_status(placement: Placement, deployment: Deployment) -> tuple[bool, tuple[str, ...]]:
+    """Whether every step is placed, and why each step that is not is not."""
+    reasons = []
     for number, step in enumerate(deployment.sequence):
         result = placement.steps.get((deployment.name, number))
-        if result is None:
-            reasons.append(f"step {number + 1} ({step.module}.{step.function}) is not planned")
-        elif result.status is not StepStatus.PLACED:
-            reasons.append(
-                f"step {number + 1} ({step.module}.{step.function}) {result.status}: "
-                f"{result.reason}"
-            )
-    return DeploymentStatus(complete=not reasons, reasons=tuple(reasons))
+        status, why = (result.status, result.reason) if result else ("missing", "not planned")
+        if status is not StepStatus.PLACED:
+            reasons.append(f"step {number + 1} ({step.module}.{step.function}) {status}: {why}")
+    return not reasons, tuple(reasons)
 
 
 @dataclass(frozen=True)
@@ -177,68 +158,40 @@ class _FleetIndex:
     """The fleet, indexed once per pass: devices by interface and by label.
 
     Only the interfaces some module imports and the labels some selector names are indexed:
-    devices offer dozens of WASI calls that no step asks for.
+    devices offer dozens of WASI calls that no step asks for. Keys are an interface name or a
+    (label, value) pair; `known` indexes devices in any state, `usable` eligible ones only.
     """
 
-    def __init__(
-        self,
-        fleet: Mapping[DeviceId, DeviceView],
-        *,
-        interfaces: frozenset[str],
-        labels: set[tuple[str, str]],
-    ) -> None:
+    def __init__(self, fleet: Mapping[DeviceId, DeviceView], *, wanted: frozenset[_Key]) -> None:
         self.devices = fleet
         self.eligible = frozenset(name for name, view in fleet.items() if view.is_eligible)
-        self._by_interface: dict[str, set[DeviceId]] = {}
-        self._known_by_interface: dict[str, set[DeviceId]] = {}
-        self._by_label: dict[tuple[str, str], set[DeviceId]] = {}
-        self._known_by_label: dict[tuple[str, str], set[DeviceId]] = {}
+        self.known: dict[_Key, set[DeviceId]] = {}
+        self.usable: dict[_Key, set[DeviceId]] = {}
         for name, view in fleet.items():
             eligible = name in self.eligible
-            for interface in view.interfaces & interfaces:
-                self._known_by_interface.setdefault(interface, set()).add(name)
+            keys: list[_Key] = [*(view.interfaces & wanted), *(view.labels.items() & wanted)]
+            for key in keys:
+                self.known.setdefault(key, set()).add(name)
                 if eligible:
-                    self._by_interface.setdefault(interface, set()).add(name)
-            for label in view.labels.items():
-                if label not in labels:
-                    continue
-                self._known_by_label.setdefault(label, set()).add(name)
-                if eligible:
-                    self._by_label.setdefault(label, set()).add(name)
-        self._capable: dict[frozenset[str], frozenset[DeviceId]] = {}
-        self._known_capable: dict[frozenset[str], frozenset[DeviceId]] = {}
-        self._matching: dict[tuple[frozenset[str], Labels], frozenset[DeviceId]] = {}
+                    self.usable.setdefault(key, set()).add(name)
+        self._memo: dict[tuple[frozenset[str], Labels, bool], frozenset[DeviceId]] = {}
 
-    def capable(self, needs: frozenset[str]) -> frozenset[DeviceId]:
-        """Eligible devices that offer every interface in `needs`."""
-        found = self._capable.get(needs)
+    def capable(
+        self, needs: frozenset[str], selector: Labels = (), *, known: bool = False
+    ) -> frozenset[DeviceId]:
+        """Eligible (or with `known`, all) devices offering `needs` and labelled `selector`."""
+        memo = (needs, selector, known)
+        found = self._memo.get(memo)
         if found is None:
-            found = _intersection(self.eligible, self._by_interface, needs)
-            self._capable[needs] = found
-        return found
-
-    def known_capable(self, needs: frozenset[str]) -> frozenset[DeviceId]:
-        """Devices in any state that offer every interface in `needs`."""
-        found = self._known_capable.get(needs)
-        if found is None:
-            found = _intersection(frozenset(self.devices), self._known_by_interface, needs)
-            self._known_capable[needs] = found
-        return found
-
-    def matching(self, needs: frozenset[str], selector: Labels) -> frozenset[DeviceId]:
-        """Eligible devices that offer `needs` and carry every label of `selector`."""
-        found = self._matching.get((needs, selector))
-        if found is None:
-            found = self.capable(needs).intersection(
-                *(self._by_label.get(label, ()) for label in selector)
+            every, index = (
+                (frozenset(self.devices), self.known) if known else (self.eligible, self.usable)
             )
-            self._matching[(needs, selector)] = found
+            # Smallest set first: the intersection can only shrink.
+            keys: list[_Key] = [*needs, *selector]
+            sets = sorted((index.get(key, set()) for key in keys), key=len)
+            found = frozenset(sets[0].intersection(*sets[1:])) if sets else every
+            self._memo[memo] = found
         return found
-
-    def known_matching(self, selector: Labels) -> list[DeviceId]:
-        """Devices in any state that carry every label of `selector`, sorted."""
-        every = [self._known_by_label.get(label, set()) for label in selector]
-        return sorted(set.intersection(*every)) if every else sorted(self.devices)
 
     def why_not(self, name: DeviceId, needs: frozenset[str]) -> _Problem | None:
         """Why `name` cannot take a step needing `needs`; None when it can."""
@@ -267,9 +220,7 @@ class _Rules:
     return_after: float
 
     def resolve(self, target: _Target) -> StepPlacement | _Choice:
-        if target.device is not None:
-            return self._named(target, target.device)
-        return self._free(target)
+        return self._free(target) if target.device is None else self._named(target, target.device)
 
     def _named(self, target: _Target, named: DeviceId) -> StepPlacement:
         index = self.index
@@ -310,7 +261,7 @@ class _Rules:
     def _free(self, target: _Target) -> StepPlacement | _Choice:
         index = self.index
         if target.selector:
-            candidates = index.matching(target.needs, target.selector)
+            candidates = index.capable(target.needs, target.selector)
         else:
             candidates = index.capable(target.needs)
         prefix: list[str] = []
@@ -331,7 +282,7 @@ class _Rules:
             )
         if candidates:
             return _Choice(candidates, tuple(prefix))
-        if not index.known_capable(target.needs):
+        if not index.capable(target.needs, known=True):
             if not target.needs:
                 return _unplaceable("no device is known")
             return _unplaceable(
@@ -345,7 +296,7 @@ class _Rules:
 
     def _selector_waits(self, target: _Target) -> StepPlacement:
         wanted = _labels(target.selector)
-        matching = self.index.known_matching(target.selector)
+        matching = sorted(self.index.capable(frozenset(), target.selector, known=True))
         if not matching:
             return StepPlacement(
                 None, StepStatus.WAITING, f"no known device matches {wanted}; waiting for one"
@@ -361,18 +312,8 @@ class _Rules:
 
 
 def _least_loaded(
-    choice: _Choice,
-    heap: list[tuple[int, DeviceId]],
-    load: dict[DeviceId, int],
-    *,
-    counts: bool,
+    choice: _Choice, heap: list[tuple[int, DeviceId]], load: dict[DeviceId, int], *, counts: bool
 ) -> StepPlacement:
-    # The loads the choice saw, for the reason; only short candidate lists are spelled out.
-    seen = (
-        {name: load.get(name, 0) for name in sorted(choice.candidates)}
-        if len(choice.candidates) <= NAMED_CANDIDATES
-        else None
-    )
     # Loads only grow during a pass, so a stale heap entry is always too small: it surfaces
     # first and is pushed back with its current load (a lazy heap, O(log n) per step).
     steps, device = _top(heap, load)
@@ -381,7 +322,17 @@ def _least_loaded(
     if counts:
         load[device] = steps + 1
     heapq.heappush(heap, (load.get(device, 0), device))
-    reason = _choice_reason(device, steps, seen, tied=tied, total=len(choice.candidates))
+    if len(choice.candidates) == 1:
+        reason = f"only candidate {device} ({_steps(steps)})"
+    else:
+        among, loads = f"{len(choice.candidates)} devices", f"{device}: {_steps(steps)}"
+        # Short candidate lists are spelled out; a reason naming 10,000 devices helps nobody.
+        if len(choice.candidates) <= NAMED_CANDIDATES:
+            among = ", ".join(sorted(choice.candidates))
+            others = (load.get(name, 0) for name in choice.candidates if name != device)
+            if all(count == steps for count in others):
+                loads = f"{_steps(steps)} each"
+        reason = f"least loaded of {among} ({loads})" + ("; first by name" if tied else "")
     return _placed(device, "; ".join([*choice.prefix, reason]))
 
 
@@ -392,38 +343,6 @@ def _top(heap: list[tuple[int, DeviceId]], load: Mapping[DeviceId, int]) -> tupl
         if current == steps:
             return steps, device
         heapq.heapreplace(heap, (current, device))
-
-
-def _choice_reason(
-    chosen: DeviceId,
-    steps: int,
-    seen: Mapping[DeviceId, int] | None,
-    *,
-    tied: bool,
-    total: int,
-) -> str:
-    tie = "; first by name" if tied else ""
-    if seen is None:
-        return f"least loaded of {total} candidates ({chosen}: {_steps(steps)}){tie}"
-    if len(seen) == 1:
-        return f"only candidate {chosen} ({_steps(steps)})"
-    names = ", ".join(seen)
-    lowest = [name for name, count in seen.items() if count == steps]
-    if len(lowest) == len(seen):
-        return f"least loaded of {names} ({_steps(steps)} each){tie}"
-    if len(lowest) > 1:
-        return f"least loaded of {names} ({', '.join(lowest)}: {_steps(steps)} each){tie}"
-    return f"least loaded of {names} ({chosen}: {_steps(steps)})"
-
-
-def _intersection(
-    every: frozenset[DeviceId], index: Mapping[str, set[DeviceId]], needs: frozenset[str]
-) -> frozenset[DeviceId]:
-    if not needs:
-        return every
-    # Smallest set first: the intersection can only shrink.
-    sets = sorted((index.get(name, set()) for name in needs), key=len)
-    return frozenset(sets[0].intersection(*sets[1:]))
 
 
 def _ineligibility(view: DeviceView) -> str:
