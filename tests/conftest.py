@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -77,3 +79,17 @@ def sample_copy(tmp_path: Path) -> Path:
 @pytest.fixture
 def make_files() -> Callable[[Path, Files], Path]:
     return write_files
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> object:
+    """Every thread a test starts (watchers, servers, clients) is stopped by its end."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5.0
+    while True:
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert not leaked, f"threads left running: {[t.name for t in leaked]}"
