@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,14 +20,17 @@ from typing import Any
 
 import click
 import git
-import uvicorn
 
-from . import __version__, manifests, repo, source, syncing
+from . import __version__, manifests, orchestrator, repo
 from .errors import OrchestratorError, RepoError
 from .models import LoadResult, Problem, Snapshot
-from .settings import LoaderSettings, StoreSettings, SyncSettings, WebSettings
-from .store import Store
-from .web import app
+from .settings import (
+    LoaderSettings,
+    ReconcileSettings,
+    StoreSettings,
+    SyncSettings,
+    WebSettings,
+)
 
 # The sample repository ships beside the package in a source checkout (`make run`).
 SAMPLE_REPO = Path(__file__).resolve().parent.parent / "sample-repo"
@@ -134,10 +136,72 @@ def validate(path: Path, ref: str | None, output_format: str, max_binary_size: i
     envvar="GITOPS_MAX_BINARY_SIZE",
     show_default=True,
 )
+@click.option(
+    "--prune-limit",
+    type=click.FloatRange(0.0, 1.0),
+    default=ReconcileSettings.prune_limit,
+    envvar="GITOPS_PRUNE_LIMIT",
+    show_default=True,
+    help="Largest fraction of running deployments one commit may undeploy (1 = any).",
+)
+@click.option(
+    "--reconcile-interval",
+    type=click.FloatRange(min=0.1),
+    default=ReconcileSettings.interval,
+    envvar="GITOPS_RECONCILE_INTERVAL",
+    show_default=True,
+)
+@click.option(
+    "--return-after",
+    type=click.FloatRange(min=0.0),
+    default=ReconcileSettings.return_after,
+    envvar="GITOPS_RETURN_AFTER",
+    show_default=True,
+)
+@click.option(
+    "--deploy-concurrency",
+    type=click.IntRange(min=1),
+    default=ReconcileSettings.concurrency,
+    envvar="GITOPS_DEPLOY_CONCURRENCY",
+    show_default=True,
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info")
 def serve(**options: Any) -> None:
     """Run the orchestrator: follow --repo and serve the API on --host:--port."""
-    asyncio.run(_serve(**options))
+    settings = orchestrator.Settings(
+        repo=options["repo"],
+        branch=options["branch"],
+        data_dir=options["data_dir"],
+        log_level=options["log_level"],
+        sync=SyncSettings(
+            poll_interval=options["poll_interval"], fetch_interval=options["fetch_interval"]
+        ),
+        store=StoreSettings(options["keep_snapshots"], options["keep_commits"]),
+        web=WebSettings(
+            host=options["host"],
+            port=options["port"],
+            public_url=options["public_url"],
+            webhook_secret=_webhook_secret(),
+        ),
+        loader=LoaderSettings(max_binary_size=options["max_binary_size"]),
+        reconcile=ReconcileSettings(
+            interval=options["reconcile_interval"],
+            prune_limit=options["prune_limit"],
+            return_after=options["return_after"],
+            concurrency=options["deploy_concurrency"],
+        ),
+    )
+    _run(settings)
+
+
+def _run(settings: orchestrator.Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        asyncio.run(orchestrator.run(settings))
+    except OrchestratorError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @main.command()
@@ -177,107 +241,14 @@ Stop with Ctrl-C.
 """,
         err=True,
     )
-    asyncio.run(
-        _serve(
+    _run(
+        orchestrator.Settings(
             repo=str(repository),
             branch="main",
             data_dir=data_dir / "state",
-            host="127.0.0.1",
-            port=port,
-            public_url=None,
-            poll_interval=SyncSettings.poll_interval,
-            fetch_interval=SyncSettings.fetch_interval,
-            keep_snapshots=StoreSettings.keep_snapshots,
-            keep_commits=StoreSettings.keep_commits,
-            max_binary_size=LoaderSettings.max_binary_size,
-            log_level="info",
+            web=WebSettings(host="127.0.0.1", port=port),
         )
     )
-
-
-async def _serve(
-    *,
-    repo: str,
-    branch: str | None,
-    data_dir: Path,
-    host: str,
-    port: int,
-    public_url: str | None,
-    poll_interval: float,
-    fetch_interval: float,
-    keep_snapshots: int,
-    keep_commits: int,
-    max_binary_size: int,
-    log_level: str,
-) -> None:
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    sync_settings = SyncSettings(poll_interval=poll_interval, fetch_interval=fetch_interval)
-    web_settings = WebSettings(
-        host=host, port=port, public_url=public_url, webhook_secret=_webhook_secret()
-    )
-    try:
-        store = Store.open(data_dir, StoreSettings(keep_snapshots, keep_commits))
-    except OrchestratorError as exc:
-        raise click.ClickException(str(exc)) from exc
-    try:
-        # Opening a remote may ask it for its default branch: not on the event loop.
-        followed = await asyncio.to_thread(
-            source.open_source,
-            repo,
-            branch,
-            data_dir=data_dir,
-            credentials=source.Credentials.from_env(os.environ),
-            poll_interval=poll_interval,
-            fetch_interval=fetch_interval,
-        )
-    except OrchestratorError as exc:
-        store.close()
-        raise click.ClickException(str(exc)) from exc
-    interval = poll_interval if isinstance(followed, source.LocalSource) else fetch_interval
-    syncer = syncing.Syncer(
-        followed,
-        store,
-        interval=interval,
-        settings=sync_settings,
-        loader=LoaderSettings(max_binary_size=max_binary_size),
-    )
-    services = app.Services(
-        store=store,
-        repo=followed.display,
-        branch=followed.branch,
-        fetch=followed,
-        background=[syncer.run],
-    )
-    config = uvicorn.Config(
-        app.create_app(services, web_settings),
-        host=host,
-        port=port,
-        log_level=log_level,
-        timeout_graceful_shutdown=5,
-    )
-    try:
-        await _Server(config).serve()
-    finally:
-        followed.close()
-        store.close()
-
-
-class _Server(uvicorn.Server):
-    """uvicorn, minus re-raising SIGINT/SIGTERM after its graceful shutdown.
-
-    Re-raising would kill the process before the store is closed; we close it, then exit 0.
-    """
-
-    @contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        loop = asyncio.get_running_loop()
-        for number in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(number, self.handle_exit, number, None)
-        try:
-            yield
-        finally:
-            for number in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(number)
 
 
 def _webhook_secret() -> str | None:

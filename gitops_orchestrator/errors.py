@@ -5,7 +5,11 @@
     │   ├── NotARepository
     │   └── UnknownRef
     ├── SourceError            the followed repository cannot be reached or read now
-    └── StoreError             the database cannot be opened or is from a newer release
+    ├── StoreError             the database cannot be opened or is from a newer release
+    ├── RunFailed              a deployment could not be run through /execute
+    └── SupervisorError        a device call did not succeed
+        ├── SupervisorUnreachable   no answer (connection refused, timeout): retry later
+        └── SupervisorRejected      an answer that is not success (error status, bad body)
 
 Bad repository *content* is not an exception: the loader returns it as `Problem`s, so a
 broken commit is recorded and shown while the last good one keeps running.
@@ -39,3 +43,25 @@ class SourceError(OrchestratorError):
 
 class StoreError(OrchestratorError):
     """The database cannot be opened, or was written by a newer release."""
+
+
+class SupervisorError(OrchestratorError):
+    """A call to a device did not succeed."""
+
+
+class SupervisorUnreachable(SupervisorError):
+    """The device did not answer (connection refused, reset or timed out)."""
+
+
+class SupervisorRejected(SupervisorError):
+    """The device answered, but not with success."""
+
+
+class RunFailed(OrchestratorError):
+    """A deployment could not be run (`POST /execute`); `status` is the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str, result_url: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.result_url = result_url

@@ -81,3 +81,34 @@ class WebSettings:
 
     max_hook_body: int = 25 * MIB
     """Largest webhook body read, in bytes: GitHub's own cap on webhook payloads."""
+
+
+@dataclass(frozen=True)
+class ReconcileSettings:
+    """How the fleet is driven towards the desired commit."""
+
+    interval: float = 10.0
+    """Seconds between reconcile passes when nothing wakes the loop (`GITOPS_RECONCILE_INTERVAL`):
+    commits, device changes and outcomes wake it at once; the timer repairs drift."""
+
+    prune_limit: float = 0.5
+    """Largest fraction (0 to 1) of the fleet's running deployments one commit may undeploy
+    before it is held (`--prune-limit`, `GITOPS_PRUNE_LIMIT`); 1 allows everything."""
+
+    return_after: float = 30.0
+    """Seconds a named device must have been back online before its steps return to it from a
+    failover (`GITOPS_RETURN_AFTER`): a device that flaps does not drag work back and forth."""
+
+    concurrency: int = 32
+    """Devices deployed to at once (`GITOPS_DEPLOY_CONCURRENCY`); each device's own actions run
+    one after the other."""
+
+    attempts: int = 3
+    """Tries of one deploy or undeploy within a pass before it is marked failed."""
+
+    retry_backoff: float = 0.5
+    """Seconds before the second try, doubled for each next one (with jitter)."""
+
+    failed_retry_max: float = 60.0
+    """Longest wait, in seconds, before a device whose deploys failed is tried again; the wait
+    doubles from `retry_backoff` with each failing pass."""

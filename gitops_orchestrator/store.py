@@ -23,6 +23,7 @@ from typing import Any
 
 from .blobs import BlobStore
 from .errors import StoreError
+from .fleetdb import FLEET_SCHEMA, FleetRecords
 from .models import (
     CommitInfo,
     Deployment,
@@ -87,6 +88,7 @@ MIGRATIONS = (
     );
     INSERT INTO sync_state (id) VALUES (1);
     """,
+    FLEET_SCHEMA,
 )
 
 
@@ -111,7 +113,9 @@ class SyncState:
     error_at: float | None
 
 
-class Store:
+class Store(FleetRecords):
+    """The database and the blob store; fleet tables come from `FleetRecords`."""
+
     def __init__(
         self, connection: sqlite3.Connection, blobs: BlobStore, settings: StoreSettings
     ) -> None:

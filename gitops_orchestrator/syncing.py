@@ -45,7 +45,7 @@ class Syncer:
     settings: SyncSettings = field(default_factory=SyncSettings)
     loader: LoaderSettings = field(default_factory=LoaderSettings)
     clock: Callable[[], float] = time.time
-    on_desired: Callable[[str], None] = lambda sha: None
+    on_desired: Callable[[], None] = lambda: None
     cache: manifests.LoadCache = field(default_factory=manifests.LoadCache)
     _last_error: str | None = None
 
@@ -58,7 +58,7 @@ class Syncer:
         result = await asyncio.to_thread(self._load_and_record, sha)
         if result.snapshot is not None:
             logger.info("commit %s accepted: it is the desired state now", sha[:12])
-            self.on_desired(sha)
+            self.on_desired()
         else:
             logger.warning(
                 "commit %s rejected with %d problem(s); keeping the desired state",

@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from ..settings import WebSettings
 from ..store import Store
-from . import api, hooks
+from . import api, devices, execute, files, hooks
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ class Services:
     repo: str
     branch: str
     fetch: hooks.FetchTrigger
+    introducer: devices.Introducer
+    runner: execute.DeploymentRunner
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=tuple)
 
 
@@ -65,5 +67,12 @@ def create_app(services: Services, settings: WebSettings | None = None) -> Starl
             hooks.git_hook(secret, services.fetch, max_body=settings.max_hook_body),
             methods=["POST"],
         ),
+        Route("/file/module/{name}/{file}", files.module_file),
+        Route(
+            "/file/device/discovery/register",
+            devices.register(services.introducer),
+            methods=["POST"],
+        ),
+        Route("/execute/{deployment}", execute.execute(services.runner), methods=["POST"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

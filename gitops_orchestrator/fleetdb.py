@@ -1,0 +1,300 @@
+"""The fleet's tables: devices, what each runs, step placements, deploy statuses and events.
+
+A part of `Store` (mixed into it), kept apart from the commit tables so that each module stays
+readable. Writers are the device routes (introductions, restarts) and the reconciler, which
+records a whole pass in one transaction; readers are the reconciler and the web layer.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+FLEET_SCHEMA = """
+    CREATE TABLE devices (
+        device TEXT PRIMARY KEY,
+        url TEXT NOT NULL,
+        addresses TEXT NOT NULL,
+        port INTEGER NOT NULL,
+        interfaces TEXT NOT NULL,
+        platform TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('online', 'offline', 'gone')),
+        introduced_at REAL NOT NULL,
+        online_since REAL,
+        last_seen REAL
+    );
+    CREATE TABLE applied (
+        device TEXT NOT NULL,
+        deployment TEXT NOT NULL,
+        body_digest TEXT NOT NULL,
+        applied_at REAL NOT NULL,
+        PRIMARY KEY (device, deployment)
+    );
+    CREATE TABLE step_placements (
+        deployment TEXT NOT NULL,
+        step INTEGER NOT NULL,
+        device TEXT,
+        status TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (deployment, step)
+    );
+    CREATE TABLE deploy_statuses (
+        device TEXT NOT NULL,
+        deployment TEXT NOT NULL,
+        status TEXT NOT NULL,
+        error TEXT,
+        attempts INTEGER NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (device, deployment)
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        device TEXT,
+        deployment TEXT,
+        commit_sha TEXT,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX events_by_device ON events (device, id);
+    CREATE INDEX events_by_deployment ON events (deployment, id)
+"""
+# Events are history, not state: the newest are kept, the rest dropped as new ones come.
+MAX_EVENTS = 100_000
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    device: str
+    url: str
+    addresses: tuple[str, ...]
+    port: int
+    interfaces: tuple[str, ...]
+    platform: Mapping[str, Any]
+    origin: str
+    state: str
+    introduced_at: float
+    online_since: float | None
+    last_seen: float | None
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    deployment: str
+    step: int
+    device: str | None
+    status: str
+    reason: str
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class StatusRecord:
+    device: str
+    deployment: str
+    status: str
+    error: str | None
+    attempts: int
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str
+    message: str
+    device: str | None = None
+    deployment: str | None = None
+    commit_sha: str | None = None
+
+
+@dataclass(frozen=True)
+class PassRecord:
+    """Everything one reconcile pass learned, written in one transaction."""
+
+    now: float
+    commit_sha: str | None
+    steps: tuple[StepRecord, ...] = ()
+    statuses: tuple[StatusRecord, ...] = ()
+    applied: tuple[tuple[str, str, str], ...] = ()
+    """(device, deployment, body digest) pairs that now run."""
+    removed: tuple[tuple[str, str], ...] = ()
+    """(device, deployment) pairs that no longer run."""
+    events: tuple[Event, ...] = ()
+
+
+class FleetRecords:
+    _db: sqlite3.Connection
+    _lock: threading.RLock
+
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        raise NotImplementedError
+
+    # devices
+
+    def upsert_device(self, record: DeviceRecord, *, event: Event | None = None) -> None:
+        """Add or refresh a device (its address, interfaces, state) and log why."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO devices VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (device) DO UPDATE SET url = excluded.url, "
+                "addresses = excluded.addresses, port = excluded.port, "
+                "interfaces = excluded.interfaces, platform = excluded.platform, "
+                "origin = excluded.origin, state = excluded.state, "
+                "online_since = excluded.online_since, last_seen = excluded.last_seen",
+                _device_row(record),
+            )
+            if event is not None:
+                _insert_events(db, record.last_seen or record.introduced_at, [event])
+
+    def forget_applied(self, device: str, *, now: float, why: str) -> None:
+        """The device lost what it ran (a restart): everything it should run is redeployed."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM applied WHERE device = ?", (device,))
+            _insert_events(db, now, [Event("restart", why, device=device)])
+
+    def devices(self) -> list[DeviceRecord]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM devices ORDER BY device").fetchall()
+        return [_device_record(row) for row in rows]
+
+    def device(self, name: str) -> DeviceRecord | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM devices WHERE device = ?", (name,)).fetchone()
+        return _device_record(row) if row else None
+
+    # what runs where
+
+    def applied(self) -> dict[str, dict[str, str]]:
+        """Device -> deployment -> digest of the body it is known to run."""
+        result: dict[str, dict[str, str]] = {}
+        with self._lock:
+            rows = self._db.execute("SELECT device, deployment, body_digest FROM applied")
+            for device, deployment, digest in rows:
+                result.setdefault(device, {})[deployment] = digest
+        return result
+
+    def step_placements(self) -> list[StepRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM step_placements ORDER BY deployment, step"
+            ).fetchall()
+        return [StepRecord(*row) for row in rows]
+
+    def deploy_statuses(self) -> list[StatusRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM deploy_statuses ORDER BY device, deployment"
+            ).fetchall()
+        return [StatusRecord(*row) for row in rows]
+
+    def record_pass(self, record: PassRecord) -> None:
+        """One reconcile pass: placements and statuses replaced, outcomes added, at once."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM step_placements")
+            db.executemany(
+                "INSERT INTO step_placements VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (s.deployment, s.step, s.device, s.status, s.reason, s.updated_at)
+                    for s in record.steps
+                ],
+            )
+            db.execute("DELETE FROM deploy_statuses")
+            db.executemany(
+                "INSERT INTO deploy_statuses VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (s.device, s.deployment, s.status, s.error, s.attempts, s.updated_at)
+                    for s in record.statuses
+                ],
+            )
+            db.executemany(
+                "INSERT INTO applied VALUES (?, ?, ?, ?) ON CONFLICT (device, deployment) DO "
+                "UPDATE SET body_digest = excluded.body_digest, applied_at = excluded.applied_at",
+                [(device, dep, digest, record.now) for device, dep, digest in record.applied],
+            )
+            db.executemany(
+                "DELETE FROM applied WHERE device = ? AND deployment = ?", record.removed
+            )
+            _insert_events(db, record.now, record.events, commit_sha=record.commit_sha)
+
+    # events
+
+    def events(
+        self,
+        *,
+        limit: int = 100,
+        before: int | None = None,
+        device: str | None = None,
+        deployment: str | None = None,
+    ) -> list[tuple[int, float, str, str | None, str | None, str | None, str]]:
+        """Events, newest first: (id, at, kind, device, deployment, commit_sha, message)."""
+        clauses, values = _filters(before=before, device=device, deployment=deployment)
+        query = f"SELECT * FROM events {clauses} ORDER BY id DESC LIMIT ?"
+        with self._lock:
+            rows: list[Any] = self._db.execute(query, (*values, limit)).fetchall()
+        return rows
+
+
+def _filters(**filters: Any) -> tuple[str, list[Any]]:
+    parts, values = [], []
+    for name, value in filters.items():
+        if value is None:
+            continue
+        parts.append("id < ?" if name == "before" else f"{name} = ?")
+        values.append(value)
+    return (f"WHERE {' AND '.join(parts)}" if parts else ""), values
+
+
+def _insert_events(
+    db: sqlite3.Connection, now: float, events: Iterable[Event], *, commit_sha: str | None = None
+) -> None:
+    rows = [
+        (now, e.kind, e.device, e.deployment, e.commit_sha or commit_sha, e.message) for e in events
+    ]
+    if not rows:
+        return
+    db.executemany(
+        "INSERT INTO events (at, kind, device, deployment, commit_sha, message) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    db.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?", (MAX_EVENTS,))
+
+
+def _device_row(record: DeviceRecord) -> tuple[Any, ...]:
+    return (
+        record.device,
+        record.url,
+        json.dumps(list(record.addresses)),
+        record.port,
+        json.dumps(list(record.interfaces)),
+        json.dumps(record.platform),
+        record.origin,
+        record.state,
+        record.introduced_at,
+        record.online_since,
+        record.last_seen,
+    )
+
+
+def _device_record(row: tuple[Any, ...]) -> DeviceRecord:
+    name, url, addresses, port, interfaces, platform, origin, state, introduced, since, seen = row
+    return DeviceRecord(
+        device=name,
+        url=url,
+        addresses=tuple(json.loads(addresses)),
+        port=port,
+        interfaces=tuple(json.loads(interfaces)),
+        platform=json.loads(platform),
+        origin=origin,
+        state=state,
+        introduced_at=introduced,
+        online_since=since,
+        last_seen=seen,
+    )

@@ -1,0 +1,131 @@
+"""The composition root: builds the orchestrator's parts from settings and runs them.
+
+`cli` turns flags and the environment into settings; this module creates the store, the
+source, the HTTP client and the loops (sync, reconcile), hands the web app the small
+interfaces it may use, and serves it with uvicorn until SIGINT or SIGTERM. It owns the order of
+start and shutdown: loops stop before the client and the store are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from . import devices, reconciler, running, source, supervisor, syncing
+from .settings import (
+    LoaderSettings,
+    ReconcileSettings,
+    StoreSettings,
+    SyncSettings,
+    WebSettings,
+)
+from .store import Store
+from .web import app
+
+logger = logging.getLogger(__name__)
+
+# Device calls: connecting should be quick on a local network; a deploy may take a while, as
+# the device downloads the module while our request waits (protocol §3).
+DEVICE_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+
+
+@dataclass(frozen=True)
+class Settings:
+    repo: str
+    branch: str | None = None
+    data_dir: Path = Path(".gitops-orchestrator")
+    log_level: str = "info"
+    sync: SyncSettings = field(default_factory=SyncSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    web: WebSettings = field(default_factory=WebSettings)
+    loader: LoaderSettings = field(default_factory=LoaderSettings)
+    reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
+
+
+def default_public_url(host: str, port: int) -> str:
+    """`http://<primary address>:<port>`: the address other hosts reach this one at."""
+    if host not in ("0.0.0.0", "::", ""):
+        return f"http://{host}:{port}"
+    # Connecting a UDP socket sends nothing; it only asks the kernel which address it would use.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: never routed anywhere real
+            address = probe.getsockname()[0]
+        except OSError:
+            address = "127.0.0.1"
+    return f"http://{address}:{port}"
+
+
+async def run(settings: Settings) -> None:
+    """Serve the orchestrator until a signal stops it."""
+    public_url = (settings.web.public_url or default_public_url(
+        settings.web.host, settings.web.port
+    )).rstrip("/")  # fmt: skip
+    store = await asyncio.to_thread(Store.open, settings.data_dir, settings.store)
+    try:
+        # Opening a remote may ask it for its default branch: not on the event loop.
+        followed = await asyncio.to_thread(
+            source.open_source, settings.repo, settings.branch, data_dir=settings.data_dir,
+            credentials=source.Credentials.from_env(os.environ),
+            poll_interval=settings.sync.poll_interval, fetch_interval=settings.sync.fetch_interval,
+        )  # fmt: skip
+    except BaseException:
+        store.close()
+        raise
+    client = httpx.AsyncClient(timeout=DEVICE_TIMEOUT, follow_redirects=False)
+    devices_client = supervisor.SupervisorClient(client)
+    introducer = devices.Introducer(store, devices_client, public_url)
+    loop = reconciler.Reconciler(
+        store, devices_client, introducer, public_url, settings=settings.reconcile
+    )
+    introducer.wake = loop.wake
+    local = isinstance(followed, source.LocalSource)
+    syncer = syncing.Syncer(
+        followed, store, settings=settings.sync, loader=settings.loader, on_desired=loop.wake,
+        interval=settings.sync.poll_interval if local else settings.sync.fetch_interval,
+    )  # fmt: skip
+    services = app.Services(
+        store=store, repo=followed.display, branch=followed.branch, fetch=followed,
+        introducer=introducer, runner=running.Runner(store, client),
+        background=[syncer.run, loop.run],
+    )  # fmt: skip
+    config = uvicorn.Config(
+        app.create_app(services, settings.web), host=settings.web.host, port=settings.web.port,
+        log_level=settings.log_level, timeout_graceful_shutdown=5,
+    )  # fmt: skip
+    logger.info("devices reach this orchestrator at %s", public_url)
+    try:
+        await _Server(config).serve()
+    finally:
+        await introducer.close()
+        await client.aclose()
+        followed.close()
+        store.close()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, minus re-raising SIGINT/SIGTERM after its graceful shutdown.
+
+    Re-raising would kill the process before the store is closed; we close it, then exit 0.
+    """
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(number, self.handle_exit, number, None)
+        try:
+            yield
+        finally:
+            for number in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(number)

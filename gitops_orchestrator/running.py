@@ -1,0 +1,122 @@
+"""Running a deployment, as the original's `POST /execute/<deployment>` did (protocol §4).
+
+The first step's endpoint is called on its device with the arguments as `param0, param1, ...`
+(and input files as multipart parts); the `resultUrl` it answers is followed, hop by hop along
+the chain, until the last step's result is there, failed, or the wait is over. An integer
+result is returned as a number, a file result as the URL to fetch it from its device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from .errors import RunFailed
+from .store import Store
+
+# How often a pending result is asked for again.
+POLL = 0.05
+
+
+@dataclass(frozen=True)
+class RunResult:
+    result: Any
+    result_url: str
+
+
+class Runner:
+    def __init__(self, store: Store, client: httpx.AsyncClient) -> None:
+        self.store = store
+        self.client = client
+
+    async def run(
+        self,
+        deployment: str,
+        *,
+        args: Sequence[str],
+        files: Mapping[str, tuple[str, bytes, str]],
+        wait: float,
+    ) -> RunResult:
+        """Call the deployment's first step and follow its results to the end."""
+        url, method = await asyncio.to_thread(self._entry, deployment)
+        params = {f"param{index}": value for index, value in enumerate(args)}
+        try:
+            answer = await self.client.request(
+                method.upper(), url, params=params, files=dict(files) or None
+            )
+        except httpx.HTTPError as exc:
+            raise RunFailed(502, f"the first step's device did not answer: {exc}") from exc
+        result_url = _json(answer).get("resultUrl") if answer.is_success else None
+        if not isinstance(result_url, str):
+            raise RunFailed(502, f"the first step's device answered {answer.status_code}")
+        return await self._follow(result_url, deadline=time.monotonic() + wait)
+
+    def _entry(self, deployment: str) -> tuple[str, str]:
+        snapshot = self.store.desired_snapshot()
+        spec = snapshot.deployments.get(deployment) if snapshot else None
+        if snapshot is None or spec is None:
+            raise RunFailed(404, f"no deployment {deployment!r} in the desired commit")
+        first = spec.sequence[0]
+        placed = {(s.deployment, s.step): s for s in self.store.step_placements()}
+        step = placed.get((deployment, 0))
+        device = self.store.device(step.device) if step and step.device else None
+        if step is None or device is None:
+            reason = step.reason if step else "not placed yet"
+            raise RunFailed(503, f"{deployment} is not deployed: {reason}")
+        statuses = {(s.device, s.deployment): s.status for s in self.store.deploy_statuses()}
+        if statuses.get((device.device, deployment)) != "synced":
+            raise RunFailed(503, f"{deployment} is not deployed on {device.device} yet")
+        function = snapshot.modules[first.module].spec.functions[first.function]
+        path = f"/{deployment}/modules/{first.module}/{first.function}"
+        return device.url + path, function.method.value
+
+    async def _follow(self, result_url: str, *, deadline: float) -> RunResult:
+        url = result_url
+        while True:
+            if time.monotonic() > deadline:
+                raise RunFailed(504, "the result is not ready yet", result_url=url)
+            try:
+                answer = await self.client.get(url)
+            except httpx.HTTPError as exc:
+                raise RunFailed(502, f"cannot read {url}: {exc}", result_url=url) from exc
+            if answer.status_code == 404:  # pending: queued or still running
+                await asyncio.sleep(POLL)
+                continue
+            entry = _json(answer)
+            if answer.status_code != 200 or not entry.get("success", True):
+                detail = entry.get("result") or answer.text[:200]
+                raise RunFailed(502, f"the run failed at {url}: {detail}", result_url=url)
+            result = entry.get("result")
+            if isinstance(result, str) and result.startswith(("http://", "https://")):
+                url = result  # a chained step: its result is the next hop's resultUrl
+                continue
+            return RunResult(_decoded(result, entry, url), url)
+
+
+def _decoded(result: Any, entry: Mapping[str, Any], url: str) -> Any:
+    """`["233", null]` is 233; `[null, ["out.bin"]]` is the URL of out.bin on its device."""
+    if not isinstance(result, list) or len(result) != 2:
+        return result
+    value, files = result
+    if files:
+        parts = urlsplit(url)
+        module = entry.get("module_name", "")
+        return f"{parts.scheme}://{parts.netloc}/module_results/{module}/{files[0]}"
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        document = response.json()
+    except ValueError:
+        return {}
+    return document if isinstance(document, dict) else {}
