@@ -6,6 +6,11 @@ understands for every step comes out. Time is passed in (`now`), never read. It 
 `bodies.deploy_bodies`, which turns fully placed deployments into wire bodies, and by the
 status pages and the `plan` command, which show the reasons.
 
+Where design §2 leaves room: a step without `device` tries its `failovers` in order before the
+least loaded candidate, and a selector step's failovers must match its selector too; a named
+device that lacks an import of the module is as final as an unknown one (unplaceable, unless a
+failover takes the step); an unknown `online_since` counts as online long enough to return to.
+
 A pass indexes the eligible devices by interface and by label once, so a step costs a few set
 operations and a heap pop, never a scan of the fleet.
 """
@@ -16,6 +21,7 @@ import heapq
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import islice, repeat
 from typing import NamedTuple, TypeAlias
 
 from ..models import Deployment, DeviceId, DeviceState, DeviceView, Snapshot
@@ -107,11 +113,12 @@ def place(
         if isinstance(result, StepPlacement):
             steps[key] = result
             continue
-        if result.candidates not in heaps:
-            heaps[result.candidates] = [(load.get(name, 0), name) for name in result.candidates]
-            heapq.heapify(heaps[result.candidates])
-        heap = heaps[result.candidates]
-        steps[key] = _least_loaded(result, heap, load, counts=key[0] not in incomplete)
+        heap = heaps.get(result.candidates)
+        if heap is None:
+            # Every entry starts at 0 steps: too small is fine for the lazy heap (`_top`).
+            heap = heaps[result.candidates] = list(zip(repeat(0), result.candidates))
+            heapq.heapify(heap)
+        steps[key] = _least_loaded(result, heap=heap, load=load, counts=key[0] not in incomplete)
     complete = frozenset(snapshot.deployments) - incomplete
     return Placement(steps=steps, complete=complete)
 
@@ -125,6 +132,16 @@ def deployment_status(placement: Placement, deployment: Deployment) -> tuple[boo
         if status is not StepStatus.PLACED:
             reasons.append(f"step {number + 1} ({step.module}.{step.function}) {status}: {why}")
     return not reasons, tuple(reasons)
+
+
+def ineligibility(view: DeviceView) -> str:
+    """Why a device is not eligible, as `offline and cordoned`; empty when it is."""
+    parts = [] if view.state is DeviceState.ONLINE else [view.state.value]
+    if not view.admitted:
+        parts.append("not admitted")
+    if view.cordoned:
+        parts.append("cordoned")
+    return " and ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -164,20 +181,34 @@ class _FleetIndex:
 
     def __init__(self, fleet: Mapping[DeviceId, DeviceView], *, wanted: frozenset[_Key]) -> None:
         self.devices = fleet
-        self.eligible = frozenset(name for name, view in fleet.items() if view.is_eligible)
+        eligible: list[DeviceId] = []
+        # Devices of one fleet mostly offer the same interfaces: group them by that set (whose
+        # hash a frozenset caches) and index each group once, not each device.
+        groups: dict[frozenset[str], tuple[list[DeviceId], list[DeviceId]]] = {}
         self.known: dict[_Key, set[DeviceId]] = {}
         self.usable: dict[_Key, set[DeviceId]] = {}
         for name, view in fleet.items():
-            eligible = name in self.eligible
-            keys: list[_Key] = [*(view.interfaces & wanted), *(view.labels.items() & wanted)]
-            for key in keys:
-                self.known.setdefault(key, set()).add(name)
-                if eligible:
-                    self.usable.setdefault(key, set()).add(name)
+            usable = view.is_eligible
+            group = groups.setdefault(view.interfaces, ([], []))
+            group[0].append(name)
+            if usable:
+                eligible.append(name)
+                group[1].append(name)
+            for label in view.labels.items():
+                if label in wanted:
+                    self.known.setdefault(label, set()).add(name)
+                    if usable:
+                        self.usable.setdefault(label, set()).add(name)
+        for interfaces, (every, usable_names) in groups.items():
+            for key in interfaces & wanted:
+                self.known.setdefault(key, set()).update(every)
+                self.usable.setdefault(key, set()).update(usable_names)
+        self.eligible = frozenset(eligible)
         self._memo: dict[tuple[frozenset[str], Labels, bool], frozenset[DeviceId]] = {}
+        self._interned: dict[frozenset[DeviceId], frozenset[DeviceId]] = {}
 
     def capable(
-        self, needs: frozenset[str], selector: Labels = (), *, known: bool = False
+        self, needs: frozenset[str], *, selector: Labels = (), known: bool = False
     ) -> frozenset[DeviceId]:
         """Eligible (or with `known`, all) devices offering `needs` and labelled `selector`."""
         memo = (needs, selector, known)
@@ -190,7 +221,9 @@ class _FleetIndex:
             keys: list[_Key] = [*needs, *selector]
             sets = sorted((index.get(key, set()) for key in keys), key=len)
             found = frozenset(sets[0].intersection(*sets[1:])) if sets else every
-            self._memo[memo] = found
+            # One object per distinct set: heaps are keyed by candidate sets, and comparing
+            # two equal sets of 10,000 devices on every lookup would cost more than placing.
+            found = self._memo[memo] = self._interned.setdefault(found, found)
         return found
 
     def why_not(self, name: DeviceId, needs: frozenset[str]) -> _Problem | None:
@@ -206,7 +239,7 @@ class _FleetIndex:
             text = f"{name}: lacks interface{plural} {', '.join(missing)}"
             return _Problem(name, text, passing=False)
         if name not in self.eligible:
-            return _Problem(name, f"{name} is {_ineligibility(view)}", passing=True)
+            return _Problem(name, f"{name} is {ineligibility(view)}", passing=True)
         return None
 
 
@@ -259,60 +292,50 @@ class _Rules:
         return _unplaceable(f"{reasons}; no known device can take it")
 
     def _free(self, target: _Target) -> StepPlacement | _Choice:
-        index = self.index
-        if target.selector:
-            candidates = index.capable(target.needs, target.selector)
-        else:
-            candidates = index.capable(target.needs)
+        candidates = self.index.capable(target.needs, selector=target.selector)
         prefix: list[str] = []
         before = self.previous.get(target.key)
-        if before is not None:
-            if before in candidates:
-                return _placed(before, f"sticky on {before}")
-            problem = index.why_not(before, target.needs)
-            prefix.append(
-                problem.text if problem else f"{before} does not match {_labels(target.selector)}"
-            )
-        for name in target.failovers:
+        if before in candidates:
+            return _placed(before, f"sticky on {before}")
+        tried = dict.fromkeys([*([] if before is None else [before]), *target.failovers])
+        for name in tried:
             if name in candidates:
                 return _placed(name, "; ".join([*prefix, f"on failover {name}"]))
-            problem = index.why_not(name, target.needs)
-            prefix.append(
-                problem.text if problem else f"{name} does not match {_labels(target.selector)}"
-            )
+            # A device that is eligible and capable but not a candidate fails the selector.
+            problem = self.index.why_not(name, target.needs)
+            prefix.append(problem.text if problem else f"{name} does not match {_labels(target)}")
         if candidates:
             return _Choice(candidates, tuple(prefix))
-        if not index.capable(target.needs, known=True):
-            if not target.needs:
-                return _unplaceable("no device is known")
-            return _unplaceable(
-                f"no known device offers every import of {target.module}: "
-                f"{', '.join(sorted(target.needs))}"
-            )
-        if target.selector:
-            return self._selector_waits(target)
-        offers = f" offering {', '.join(sorted(target.needs))}" if target.needs else ""
-        return StepPlacement(None, StepStatus.WAITING, f"no eligible device{offers}; waiting")
+        status, why = self._stuck(target)
+        return StepPlacement(None, status, "; ".join([*prefix, why]))
 
-    def _selector_waits(self, target: _Target) -> StepPlacement:
-        wanted = _labels(target.selector)
-        matching = sorted(self.index.capable(frozenset(), target.selector, known=True))
-        if not matching:
-            return StepPlacement(
-                None, StepStatus.WAITING, f"no known device matches {wanted}; waiting for one"
+    def _stuck(self, target: _Target) -> tuple[StepStatus, str]:
+        """Why no device can take a step without `device` now, and whether one may later."""
+        if not self.index.capable(target.needs, known=True):
+            if not target.needs:
+                return StepStatus.UNPLACEABLE, "no device is known"
+            imports = ", ".join(sorted(target.needs))
+            return (
+                StepStatus.UNPLACEABLE,
+                f"no known device offers every import of {target.module}: {imports}",
             )
+        if not target.selector:
+            offering = f" offering {', '.join(sorted(target.needs))}" if target.needs else ""
+            return StepStatus.WAITING, f"no eligible device{offering}; waiting"
+        # Labels come from devices.yaml and devices come and go: a selector step always waits.
+        matching = sorted(self.index.capable(frozenset(), selector=target.selector, known=True))
+        if not matching:
+            return StepStatus.WAITING, f"no known device matches {_labels(target)}; waiting"
         problems = (self.index.why_not(name, target.needs) for name in matching)
-        shown = [problem.text for problem in problems if problem][:NAMED_CANDIDATES]
+        shown = [problem.text for problem in islice(problems, NAMED_CANDIDATES) if problem]
         if len(matching) > len(shown):
             shown.append(f"{len(matching) - len(shown)} more")
         why = "; ".join(shown)
-        return StepPlacement(
-            None, StepStatus.WAITING, f"no eligible device matches {wanted} ({why}); waiting"
-        )
+        return StepStatus.WAITING, f"no eligible device matches {_labels(target)} ({why}); waiting"
 
 
 def _least_loaded(
-    choice: _Choice, heap: list[tuple[int, DeviceId]], load: dict[DeviceId, int], *, counts: bool
+    choice: _Choice, *, heap: list[tuple[int, DeviceId]], load: dict[DeviceId, int], counts: bool
 ) -> StepPlacement:
     # Loads only grow during a pass, so a stale heap entry is always too small: it surfaces
     # first and is pushed back with its current load (a lazy heap, O(log n) per step).
@@ -323,7 +346,7 @@ def _least_loaded(
         load[device] = steps + 1
     heapq.heappush(heap, (load.get(device, 0), device))
     if len(choice.candidates) == 1:
-        reason = f"only candidate {device} ({_steps(steps)})"
+        reason = f"only candidate: {device}"
     else:
         among, loads = f"{len(choice.candidates)} devices", f"{device}: {_steps(steps)}"
         # Short candidate lists are spelled out; a reason naming 10,000 devices helps nobody.
@@ -345,17 +368,8 @@ def _top(heap: list[tuple[int, DeviceId]], load: Mapping[DeviceId, int]) -> tupl
         heapq.heapreplace(heap, (current, device))
 
 
-def _ineligibility(view: DeviceView) -> str:
-    parts = [] if view.state is DeviceState.ONLINE else [view.state.value]
-    if not view.admitted:
-        parts.append("not admitted")
-    if view.cordoned:
-        parts.append("cordoned")
-    return " and ".join(parts)
-
-
-def _labels(selector: Labels) -> str:
-    return ", ".join(f"{key}={value}" for key, value in selector)
+def _labels(target: _Target) -> str:
+    return ", ".join(f"{key}={value}" for key, value in target.selector)
 
 
 def _steps(count: int) -> str:
