@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 import git
+import httpx
 
 from . import __version__, manifests, orchestrator, repo
 from .errors import OrchestratorError, RepoError
@@ -260,6 +261,52 @@ def _webhook_secret() -> str | None:
         except OSError as exc:
             raise click.ClickException(f"cannot read GITOPS_WEBHOOK_SECRET_FILE: {exc}") from exc
     return secret or None
+
+
+@main.command()
+@click.argument("deployment")
+@click.argument("args", nargs=-1)
+@click.option(
+    "--orchestrator",
+    default="http://127.0.0.1:3000",
+    envvar="GITOPS_ORCHESTRATOR_URL",
+    show_default=True,
+    help="Base URL of a running orchestrator.",
+)
+@click.option("--wait", type=click.FloatRange(min=0.1, max=300.0), default=30.0, show_default=True)
+def call(deployment: str, args: tuple[str, ...], orchestrator: str, wait: float) -> None:
+    """Run DEPLOYMENT with integer ARGs through a running orchestrator and print the result."""
+    for arg in args:
+        if not arg.lstrip("-").isdigit():
+            raise click.UsageError(f"{arg!r} is not an integer")
+    url = f"{orchestrator.rstrip('/')}/execute/{deployment}"
+    headers = (
+        {"Authorization": f"Bearer {token}"}
+        if (token := os.environ.get("GITOPS_API_TOKEN"))
+        else {}
+    )
+    try:
+        answer = httpx.post(
+            url, json={f"param{i}": int(a) for i, a in enumerate(args)}, headers=headers,
+            params={"wait": wait}, timeout=wait + 10,
+        )  # fmt: skip
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot reach {orchestrator}: {exc}") from exc
+    try:
+        document = answer.json()
+    except ValueError:
+        raise click.ClickException(
+            f"{url} answered {answer.status_code}: {answer.text[:200]}"
+        ) from None
+    if answer.status_code != 200:
+        message = document.get("error", {}).get("message", answer.text[:200])
+        hint = f" (follow {document['resultUrl']})" if "resultUrl" in document else ""
+        raise click.ClickException(f"{deployment}: {message}{hint}")
+    click.echo(
+        json.dumps(document["result"])
+        if not isinstance(document["result"], str)
+        else document["result"]
+    )
 
 
 @contextmanager
