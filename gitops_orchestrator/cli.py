@@ -32,6 +32,7 @@ from .settings import (
     SyncSettings,
     WebSettings,
 )
+from .simulator.fleet import Fleet, run_device
 
 # The sample repository ships beside the package in a source checkout (`make run`).
 SAMPLE_REPO = Path(__file__).resolve().parent.parent / "sample-repo"
@@ -230,26 +231,50 @@ def demo(data_dir: Path, port: int) -> None:
                 env={"GIT_COMMITTER_NAME": "demo", "GIT_COMMITTER_EMAIL": "demo@localhost"},
             )
     with _loaded(repository, None, LoaderSettings()) as result:
-        if result.snapshot is not None:
-            click.echo(_summary(result.snapshot), err=True)
+        if result.snapshot is None:
+            raise click.ClickException(f"{repository} is not valid: run validate on it")
+        click.echo(_summary(result.snapshot), err=True)
+        names = list(result.snapshot.devices.devices)
+    url = f"http://127.0.0.1:{port}"
     click.echo(
         f"""
 The demo follows the git repository {repository}
-  status:  http://127.0.0.1:{port}/api/v1/sync
-  try:     edit a file there and `git commit -am ...`: the new commit is synced at once;
+with simulated devices {", ".join(names)} on 127.0.0.1 (admission: listed devices only).
+  status:  {url}/api/v1/sync
+  try:     gitops-orchestrator call fibo-chain 13 --orchestrator {url}
+           edit {repository / "deployments"} and `git commit -am ...`: devices follow at once;
            break a module.yaml and commit: the commit is rejected, the last good one stays.
 Stop with Ctrl-C.
 """,
         err=True,
     )
-    _run(
-        orchestrator.Settings(
-            repo=str(repository),
-            branch="main",
-            data_dir=data_dir / "state",
-            web=WebSettings(host="127.0.0.1", port=port),
-        )
+    settings = orchestrator.Settings(
+        repo=str(repository),
+        branch="main",
+        data_dir=data_dir / "state",
+        web=WebSettings(host="127.0.0.1", port=port, public_url=url),
     )
+    logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
+    asyncio.run(_demo(settings, names, data_dir / "devices"))
+
+
+async def _demo(settings: orchestrator.Settings, names: list[str], devices_dir: Path) -> None:
+    """The orchestrator and its simulated devices in one process; devices stop with it."""
+    server = asyncio.create_task(orchestrator.run(settings))
+    url = settings.web.public_url or ""
+    async with httpx.AsyncClient() as client:
+        while not server.done():
+            try:
+                if (await client.get(url + "/healthz")).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                await asyncio.sleep(0.05)
+    if server.done():
+        await server
+        return
+    async with Fleet(orchestrator_url=url, data_dir=devices_dir) as fleet:
+        await fleet.add(names=names)
+        await server
 
 
 def _webhook_secret() -> str | None:
@@ -307,6 +332,38 @@ def call(deployment: str, args: tuple[str, ...], orchestrator: str, wait: float)
         if not isinstance(document["result"], str)
         else document["result"]
     )
+
+
+@main.command()
+@click.option("--name", required=True, help="The device's name (its mDNS instance name).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), required=True)
+@click.option("--orchestrator", help="Register with the orchestrator at this base URL.")
+@click.option("--interfaces", help="Comma-separated supervisorInterfaces (default: all).")
+@click.option("--mdns", is_flag=True, help="Advertise over mDNS on the host's interface.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to keep modules (default: a temporary folder).",
+)
+def device(
+    name: str,
+    host: str,
+    port: int,
+    orchestrator: str | None,
+    interfaces: str | None,
+    mdns: bool,
+    data_dir: Path | None,
+) -> None:
+    """A simulated supervisor, for demos and tests (not a production supervisor)."""
+    if "." in name or not name:
+        raise click.UsageError("a device name is not empty and has no dot")
+    names = [item.strip() for item in interfaces.split(",") if item.strip()] if interfaces else None
+    logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
+    run_device(
+        name, host=host, port=port, orchestrator_url=orchestrator, interfaces=names, mdns=mdns,
+        data_dir=data_dir,
+    )  # fmt: skip
 
 
 @contextmanager

@@ -9,6 +9,7 @@ start and shutdown: loops stop before the client and the store are closed.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import os
 import signal
@@ -37,6 +38,11 @@ logger = logging.getLogger(__name__)
 # Device calls: connecting should be quick on a local network; a deploy may take a while, as
 # the device downloads the module while our request waits (protocol §3).
 DEVICE_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+
+
+# uvicorn's logging, with its access log on stderr: stdout is for machine-readable output.
+LOG_CONFIG = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+LOG_CONFIG["handlers"]["access"]["stream"] = "ext://sys.stderr"
 
 
 @dataclass(frozen=True)
@@ -101,7 +107,7 @@ async def run(settings: Settings) -> None:
     )  # fmt: skip
     config = uvicorn.Config(
         app.create_app(services, settings.web), host=settings.web.host, port=settings.web.port,
-        log_level=settings.log_level, timeout_graceful_shutdown=5,
+        log_level=settings.log_level, timeout_graceful_shutdown=5, log_config=LOG_CONFIG,
     )  # fmt: skip
     logger.info("devices reach this orchestrator at %s", public_url)
     try:

@@ -120,7 +120,7 @@ def test_sample_devices(sample_result: LoadResult) -> None:
     snapshot = sample_result.snapshot
     assert snapshot is not None
     devices = snapshot.devices
-    assert devices.admission is Admission.OPEN
+    assert devices.admission is Admission.LISTED
     listed = {
         name: (dict(entry.labels), entry.cordoned, entry.address)
         for name, entry in devices.devices.items()

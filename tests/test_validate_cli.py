@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -264,11 +265,12 @@ class DemoRun:
     stderr: list[str]
 
 
-def run_demo(tmp_path: Path) -> DemoRun:
+def run_demo(tmp_path: Path, while_up: Callable[[str], None] = lambda url: None) -> DemoRun:
     """Start `demo` (it serves until Ctrl-C), wait until it is up, then send it SIGINT."""
     data_dir = tmp_path / "demo"
+    port = free_port()
     process = subprocess.Popen(
-        [str(SCRIPT), "demo", "--data-dir", str(data_dir), "--port", str(free_port())],
+        [str(SCRIPT), "demo", "--data-dir", str(data_dir), "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -284,6 +286,7 @@ def run_demo(tmp_path: Path) -> DemoRun:
         deadline = time.monotonic() + 30
         while not seen or "Application startup complete." not in seen[-1]:
             seen.append(lines.get(timeout=max(0.1, deadline - time.monotonic())))
+        while_up(f"http://127.0.0.1:{port}")
         process.send_signal(signal.SIGINT)
         process.wait(timeout=20)
     finally:
@@ -314,6 +317,27 @@ def test_demo(tmp_path: Path) -> None:
     assert "Application shutdown complete." in text  # SIGINT stops it cleanly
     copied = demo.data_dir / "sample-repo" / "modules/fibo/fibo.wasm"
     assert copied.read_bytes() == (SAMPLE_REPO / "modules/fibo/fibo.wasm").read_bytes()
+
+
+def test_demo_devices_run_the_sample_chain(tmp_path: Path) -> None:
+    """The demo's three simulated devices register, get the sample and run fibo-chain."""
+    answers: list[str] = []
+
+    def call(url: str) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            done = subprocess.run(
+                [str(SCRIPT), "call", "fibo-chain", "13", "--orchestrator", url],
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            answers.append(done.stdout.strip() or done.stderr.strip())
+            if done.returncode == 0:
+                return
+            time.sleep(0.2)
+
+    demo = run_demo(tmp_path, call)
+    assert answers[-1] == "466", answers
+    assert demo.returncode == 0
 
 
 def test_demo_stopped_with_ctrl_c_exits_0(tmp_path: Path) -> None:

@@ -1,0 +1,442 @@
+"""One virtual device: the state and behaviour of a Python supervisor, without the HTTP layer.
+
+`app` turns requests into calls of these methods; `fleet` owns the sockets, the shared HTTP
+client and the data folder. What the device keeps in memory (deployments, history, request
+counters, the `/register`ed orchestrator URL) is lost on `restart()`, as on the real one; module
+files stay in its folder. Outgoing calls (downloads, registration, logs, chained steps) use the
+fleet's client and never raise into a request except where the supervisor fails the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import socket
+import time
+from collections.abc import Coroutine, Hashable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import httpx
+
+from . import deployment, execution
+from .execution import HistoryEntry, safe_name
+
+logger = logging.getLogger(__name__)
+
+# What the transcript's supervisor advertised (its instance config file).
+DEFAULT_INTERFACES: tuple[str, ...] = (
+    "millis", "delay", "print", "println", "printInt", "rpcCall", "takeImage",
+    "takeImageDynamicSize", "takeImageStaticSize", "path_open", "fd_filestat_get", "fd_read",
+    "fd_readdir", "fd_seek", "fd_write", "fd_close", "fd_prestat_get", "fd_prestat_dir_name",
+    "sched_yield", "random_get", "proc_exit", "environ_sizes_get", "environ_get",
+)  # fmt: skip
+_CPUS = (
+    "12th Gen Intel(R) Core(TM) i7-12700H",
+    "AMD EPYC\u2122 Embedded 7551",
+    "Dual-core Arm Cortex-M0+",
+)
+SERVICE_TYPE = "_webthing._tcp.local."
+
+
+class Fault(StrEnum):
+    """Misbehaviour a test can switch on per device (`device.fault = Fault.HANG`)."""
+
+    ERROR = "error"  # every request answers 500
+    HTML = "html"  # every request answers 200 with an HTML page
+    HANG = "hang"  # requests wait until the fault is cleared or the device stops
+    FAIL_DOWNLOADS = "fail_downloads"  # every module download fails, so deploys answer 500
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    """Timings of a simulated device, in seconds."""
+
+    download_timeout: float = 5.0
+    """Per module or data file download: the supervisor's `requests.get(..., timeout=5)`."""
+    chain_timeout: float = 10.0
+    """Call of the next step of a chain: the supervisor's `timeout=10`."""
+    log_timeout: float = 1.0
+    """Per log POST. The supervisor has none and stalls; a simulator must not."""
+    register_timeout: float = 5.0
+    """Per self-registration POST."""
+    register_renewal: float = 900.0
+    """Re-register after this long without an orchestrator health check
+    (`WASMIOT_REGISTER_RENEWAL_TIME`, default 900)."""
+
+
+class Announcer(Protocol):
+    """Advertises devices over mDNS (`mdns.Advertiser`)."""
+
+    async def advertise(self, device: SimulatedDevice) -> None: ...
+
+    async def withdraw(self, device: SimulatedDevice) -> None: ...
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    """One `POST /deploy` as received: the parsed body (None when not JSON) and the answer."""
+
+    body: Any
+    content_type: str | None
+    status: int
+    accepted: bool
+
+
+class SimulatedDevice:
+    """A supervisor-compatible device reachable at `url`; see the package docstring."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        host: str,
+        port: int,
+        folder: Path,
+        http: httpx.AsyncClient,
+        orchestrator_url: str | None = None,
+        interfaces: Sequence[str] = DEFAULT_INTERFACES,
+        settings: DeviceSettings | None = None,
+        announcer: Announcer | None = None,
+    ) -> None:
+        if "." in name or not name:
+            raise ValueError(f"a device name is not empty and has no dot: {name!r}")
+        self.name = name
+        self.host = host
+        self.port = port
+        self.folder = folder
+        self.interfaces = list(interfaces)
+        self.settings = settings or DeviceSettings()
+        self.configured_orchestrator_url = orchestrator_url
+        self.orchestrator_url = orchestrator_url
+        self.deployments: dict[Hashable, deployment.Deployment] = {}
+        self.history: list[HistoryEntry] = []
+        self.deploy_requests: list[DeployRequest] = []
+        self.registrations = 0  # self-registration POSTs answered 2xx
+        self.restarts = 0
+        self._fault: Fault | None = None
+        self._unhung = asyncio.Event()
+        self._unhung.set()
+        self._http = http
+        self._announcer = announcer
+        self._counters: dict[str, int] = {}
+        self._queue: asyncio.Queue[HistoryEntry] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.stopped = False
+        self._checked_at = time.monotonic()
+        self._context = execution.Context(
+            params_folder=folder / "params",
+            http=http,
+            interfaces=frozenset(self.interfaces),
+            chain_timeout=self.settings.chain_timeout,
+        )
+        for sub in ("modules", "params", "uploads"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        """Base URL of the device, no trailing slash."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def fault(self) -> Fault | None:
+        return self._fault
+
+    @fault.setter
+    def fault(self, fault: Fault | None) -> None:
+        self._fault = fault
+        if fault is Fault.HANG:
+            self._unhung.clear()
+        else:
+            self._unhung.set()
+
+    async def wait_unhung(self) -> None:
+        """Return once the device does not hang (at once unless `fault` is HANG)."""
+        await self._unhung.wait()
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """What a supervisor does once it listens: register itself, watch its renewal timer."""
+        self._checked_at = time.monotonic()
+        self._spawn(self._renew_registration())
+        if self._announcer is not None:
+            await self._announcer.advertise(self)
+        if self.orchestrator_url:
+            await self.register_self()
+
+    async def stop(self) -> None:
+        """Stop background work and release hanging requests (they answer 503)."""
+        self.stopped = True
+        self._unhung.set()
+        await self._cancel_tasks()
+
+    async def restart(self) -> None:
+        """A supervisor restart: everything kept in memory is gone; it registers again."""
+        await self._cancel_tasks()
+        if self._announcer is not None:
+            await self._announcer.withdraw(self)  # the mDNS goodbye of a stopping supervisor
+        self.deployments.clear()
+        self.history.clear()
+        self._counters.clear()
+        self._queue = asyncio.Queue()
+        self.orchestrator_url = self.configured_orchestrator_url
+        self.restarts += 1
+        await self.start()
+
+    async def _cancel_tasks(self) -> None:
+        tasks, self._tasks, self._worker = list(self._tasks), set(), None
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- orchestrator-facing routes ------------------------------------------------------
+
+    def description(self) -> dict[str, Any]:
+        """`/.well-known/wasmiot-device-description`; `platform` is random on every call."""
+        return {
+            "platform": {
+                "cpu": {
+                    "clockSpeed": {"Hz": random.uniform(1e9, 3e9)},
+                    "humanReadableName": random.choice(_CPUS),
+                },
+                "memory": {"bytes": random.randint(1, 15) * 4_000_000_000},
+            },
+            "supervisorInterfaces": list(self.interfaces),
+        }
+
+    def health(self, forwarded_for: str | None) -> dict[str, float]:
+        """`/health`; a check from the orchestrator's host resets the re-registration timer."""
+        if self.orchestrator_url and forwarded_for == urlsplit(self.orchestrator_url).hostname:
+            self._checked_at = time.monotonic()
+        return {"cpuUsage": round(random.uniform(0, 25), 1), "memoryUsage": random.random() / 20}
+
+    async def register_orchestrator(self, url: Any) -> str | None:
+        """`POST /register`: None on success, else the error the supervisor answers with 404."""
+        if not url:
+            return "No url found"
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+            return "Orchestrator url is invalid"
+        self.orchestrator_url = url.rstrip("/")
+        self._checked_at = time.monotonic()
+        await self.log("INFO", f"Orchestrator registered at url {url}", "register_orchestrator")
+        return None
+
+    def registration(self) -> dict[str, Any]:
+        """The JSON a supervisor POSTs to `<orchestrator>/file/device/discovery/register`."""
+        return {
+            "name": self.name,
+            "type": SERVICE_TYPE,
+            "port": self.port,
+            "properties": {"path": "/", "tls": "0", "address": self.host},
+            "addresses": [self.host],
+            "host": f"{socket.gethostname()}.local.",
+        }
+
+    async def register_self(self) -> bool:
+        """Announce the device to its orchestrator; False (logged) when that fails."""
+        if not self.orchestrator_url:
+            return False
+        url = f"{self.orchestrator_url}/file/device/discovery/register"
+        try:
+            response = await self._http.post(
+                url, json=self.registration(), timeout=self.settings.register_timeout
+            )
+        except httpx.HTTPError as exc:
+            logger.warning("%s: registration at %s failed: %r", self.name, url, exc)
+            return False
+        if not response.is_success:
+            logger.warning("%s: registration answered %d", self.name, response.status_code)
+            return False
+        self.registrations += 1
+        return True
+
+    async def log(self, level: str, message: str, function: str, **extra: str) -> None:
+        """Ship one log line to `<orchestrator>/device/logs` like the supervisor, best effort.
+
+        Synchronous like the real one (the caller waits), but with a short timeout. Without a
+        known orchestrator the simulator drops the line; the supervisor would try port 3000 of
+        its last caller.
+        """
+        if not self.orchestrator_url:
+            return
+        record = {
+            "timestamp": datetime.now().strftime("%Y-%m-%d %H:%M:%S,%f")[:-3],
+            "loglevel": level,
+            "message": message,
+            "funcName": function,
+            "deviceName": self.name,
+            "deviceIP": self.host,
+            **extra,
+        }
+        try:
+            await self._http.post(
+                f"{self.orchestrator_url}/device/logs",
+                data={"logData": json.dumps(record)},
+                timeout=self.settings.log_timeout,
+            )
+        except httpx.HTTPError as exc:
+            logger.debug("%s: log POST failed: %r", self.name, exc)
+
+    # -- deployments ---------------------------------------------------------------------
+
+    async def deploy(self, raw: bytes, content_type: str | None) -> tuple[int, Any]:
+        """`POST /deploy`: (status, JSON answer or plain-text error)."""
+        body = _json_body(raw, content_type)
+        status, answer = await self._deploy(body)
+        self.deploy_requests.append(
+            DeployRequest(body, content_type, status, accepted=answer == {"status": "success"})
+        )
+        return status, answer
+
+    async def _deploy(self, body: Any) -> tuple[int, Any]:
+        if not body:  # corpus body-not-json, body-wrong-content-type
+            return 200, {"message": "Non-existent or malformed deployment data"}
+        try:
+            modules = body["modules"]
+            if not modules:  # corpus modules-empty: answered, not deployed
+                return 200, {"message": "No modules listed"}
+            # Downloads come first, so most rejected bodies still fetch (fetched_during_deploy).
+            fetched = [await self._fetch(module) for module in modules]
+            built = deployment.build(body, fetched)
+        except Exception as exc:  # the supervisor's unhandled exception: a 500 page
+            logger.debug("%s: deploy rejected", self.name, exc_info=True)
+            return 500, f"{type(exc).__name__}: {exc}"
+        # Re-posting an id replaces it; a rejected body (above) left the old one in place.
+        self.deployments[built.id] = built
+        await self.log("INFO", "Deployment created", "deployment_create")
+        return 200, {"status": "success"}
+
+    async def _fetch(self, module: Any) -> deployment.ModuleFiles:
+        """Download a module's binary and data files and store them by module name."""
+        binary = await self._download(module["urls"]["binary"])
+        others = {
+            name: await self._download(url)
+            for name, url in module.get("urls", {}).get("other", {}).items()
+        }
+        failed = [r for r in (binary, *others.values()) if r.status_code >= 400]
+        if failed:
+            raise RuntimeError(f"{len(failed)} fetch failures")
+        name = safe_name(module["name"])
+        binary_path = self.folder / "modules" / name
+        binary_path.write_bytes(binary.content)
+        module_folder = self._context.params_folder / name
+        module_folder.mkdir(exist_ok=True)
+        data_files = {}
+        for file_name, response in others.items():
+            data_files[file_name] = module_folder / safe_name(file_name)
+            data_files[file_name].write_bytes(response.content)
+        return deployment.ModuleFiles(module["id"], name, binary_path, data_files)
+
+    async def _download(self, url: Any) -> httpx.Response:
+        if self._fault is Fault.FAIL_DOWNLOADS:
+            raise ConnectionError(f"simulated download failure of {url}")
+        if not isinstance(url, str):
+            raise TypeError(f"not a URL: {url!r}")
+        return await self._http.get(
+            url, timeout=self.settings.download_timeout, follow_redirects=True
+        )
+
+    def delete(self, deployment_id: str) -> bool:
+        """`DELETE /deploy/<id>`: False when the device does not know the deployment."""
+        return self.deployments.pop(deployment_id, None) is not None
+
+    # -- execution -----------------------------------------------------------------------
+
+    async def execute(
+        self,
+        deployment_id: str,
+        module: str,
+        function: str,
+        *,
+        method: str,
+        args: dict[str, str],
+        files: dict[str, str],
+    ) -> HistoryEntry:
+        """Run now (GET) or queue (any other method) a call; the entry names its result."""
+        key = f"{deployment_id}:{module}:{function}"
+        self._counters[key] = self._counters.get(key, 0) + 1
+        entry = HistoryEntry(
+            request_id=f"{key}:{self._counters[key]}",
+            deployment_id=deployment_id,
+            module_name=module,
+            function_name=function,
+            method=method,
+            request_args=args,
+            request_files=files,
+            work_queued_at=datetime.now(UTC),
+        )
+        ids = {"request_id": entry.request_id, "deployment_id": deployment_id}
+        await self.log("INFO", "Module run", "run_module_function", **ids, module_name=module)
+        if method == "GET":
+            await self._run(entry)
+        else:
+            # Queued: the entry is unknown to /request-history (404) until it has run.
+            if self._worker is None:
+                self._worker = self._spawn(self._work_queue())
+            self._queue.put_nowait(entry)
+        return entry
+
+    def find(self, request_id: str) -> HistoryEntry | None:
+        return next((entry for entry in self.history if entry.request_id == request_id), None)
+
+    async def _run(self, entry: HistoryEntry) -> None:
+        ids = {"request_id": entry.request_id, "deployment_id": entry.deployment_id}
+        try:
+            entry.result = await execution.work(
+                entry, self.deployments[entry.deployment_id], self._context
+            )
+            entry.success = True
+            await self.log("DEBUG", f"Execution result: {entry.result}", "do_wasm_work", **ids)
+        except Exception as exc:  # every failure is a 500 history entry, never a crash
+            logger.debug("%s: %s failed", self.name, entry.request_id, exc_info=True)
+            entry.result = str(exc)
+            entry.success = False
+            message = f"Error running WebAssembly function '{entry.function_name}'"
+            await self.log("ERROR", message, "make_history", **ids)
+        self.history.append(entry)
+
+    async def _work_queue(self) -> None:
+        # One worker per device, in order, like the supervisor's single worker thread.
+        while True:
+            entry = await self._queue.get()
+            await self._run(entry)
+
+    async def _renew_registration(self) -> None:
+        renewal = self.settings.register_renewal
+        while True:
+            await asyncio.sleep(max(self._checked_at + renewal - time.monotonic(), 0.01))
+            if time.monotonic() - self._checked_at >= renewal:
+                self._checked_at = time.monotonic()
+                await self.register_self()
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+
+def _json_body(raw: bytes, content_type: str | None) -> Any:
+    """Flask's `request.get_json(silent=True)`: None unless a JSON content type and body."""
+    mimetype = (content_type or "").split(";")[0].strip().lower()
+    if not (
+        mimetype == "application/json"
+        or (mimetype.startswith("application/") and mimetype.endswith("+json"))
+    ):
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None

@@ -1,0 +1,395 @@
+"""Hosting many simulated devices in one process, and the `device` command's entry point.
+
+Each device listens on its own (host, port). One `Fleet.add()` call binds a socket per device
+and serves them all with a single uvicorn server (uvicorn accepts a list of sockets) and one
+shared ASGI app that finds the device by the local address of the connection: one accept loop
+per socket, but one server tick and one app for the batch, which keeps a thousand devices cheap.
+The fleet also owns what devices share: the outgoing HTTP client, the data folder (a temporary
+one unless given; never the working directory) and the optional mDNS responder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import signal
+import socket
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+import uvicorn
+
+from .app import Address, DeviceApp
+from .device import DEFAULT_INTERFACES, DeviceSettings, SimulatedDevice
+from .mdns import Advertiser
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+_WILDCARDS = ("", "0.0.0.0")
+# Seconds uvicorn waits for open requests when a fleet closes; hanging ones are released first.
+_GRACEFUL_SHUTDOWN = 1
+
+
+class Fleet:
+    """Virtual devices on loopback (or any local address), for tests, demos and benchmarks.
+
+    Use as `async with Fleet() as fleet: devices = await fleet.add(50)`. Options given here
+    are the defaults of every `add()`.
+    """
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path | str | None = None,
+        orchestrator_url: str | None = None,
+        interfaces: Sequence[str] = DEFAULT_INTERFACES,
+        settings: DeviceSettings | None = None,
+        mdns_interfaces: Sequence[str] | None = None,
+    ) -> None:
+        if mdns_interfaces is not None and not mdns_interfaces:
+            raise ValueError("mDNS needs an explicit list of interface addresses")
+        self._mdns_interfaces = mdns_interfaces
+        self._advertiser: Advertiser | None = None  # made on the loop, at the first add()
+        self._temporary: tempfile.TemporaryDirectory[str] | None = None
+        if data_dir is None:
+            self._temporary = tempfile.TemporaryDirectory(prefix="simulator-")
+            data_dir = self._temporary.name
+        self.data_dir = Path(data_dir)
+        self._orchestrator_url = orchestrator_url
+        self._interfaces = interfaces
+        self._settings = settings or DeviceSettings()
+        self._http = httpx.AsyncClient(
+            trust_env=False,  # a proxy from the environment must not see loopback calls
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
+        )
+        self.devices: dict[str, SimulatedDevice] = {}
+        self._by_address: dict[Address, SimulatedDevice] = {}
+        self._by_port: dict[int, SimulatedDevice] = {}  # devices listening on 0.0.0.0
+        self._app = DeviceApp(self._find)
+        self._servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+
+    def __getitem__(self, name: str) -> SimulatedDevice:
+        return self.devices[name]
+
+    def __iter__(self) -> Iterator[SimulatedDevice]:
+        return iter(self.devices.values())
+
+    def __len__(self) -> int:
+        return len(self.devices)
+
+    async def __aenter__(self) -> Fleet:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def add(
+        self,
+        count: int = 1,
+        *,
+        names: Sequence[str] | None = None,
+        host: str | Sequence[str] = "127.0.0.1",
+        port: int | Sequence[int] = 0,
+        orchestrator_url: str | None = None,
+        interfaces: Sequence[str] | None = None,
+    ) -> list[SimulatedDevice]:
+        """Start `count` devices (or one per name) and return them once they all listen.
+
+        `host` and `port` are one value for all or one per device; port 0 picks a free port.
+        Devices with an orchestrator URL have registered (or failed to) when this returns.
+        """
+        count = len(names) if names is not None else count
+        names = names or [f"sim{len(self.devices) + 1 + index}" for index in range(count)]
+        hosts = [host] * count if isinstance(host, str) else list(host)
+        ports = [port] * count if isinstance(port, int) else list(port)
+        if not len(hosts) == len(ports) == count or len(set(names)) != count:
+            raise ValueError("give one host, port and unique name per device")
+        if taken := set(names) & set(self.devices):
+            raise ValueError(f"devices already exist: {sorted(taken)}")
+        sockets: list[socket.socket] = []
+        try:
+            for bind_host, bind_port in zip(hosts, ports, strict=True):
+                sockets.append(_bind(bind_host, bind_port))
+        except OSError:
+            for sock in sockets:
+                sock.close()
+            raise
+        if self._mdns_interfaces and self._advertiser is None:
+            self._advertiser = Advertiser(self._mdns_interfaces)
+        devices = []
+        for name, sock in zip(names, sockets, strict=True):
+            bound_host, bound_port = sock.getsockname()[:2]
+            device = SimulatedDevice(
+                name,
+                host=primary_address() if bound_host in _WILDCARDS else bound_host,
+                port=bound_port,
+                folder=self.data_dir / name,
+                http=self._http,
+                orchestrator_url=orchestrator_url or self._orchestrator_url,
+                interfaces=interfaces or self._interfaces,
+                settings=self._settings,
+                announcer=self._advertiser,
+            )
+            self.devices[name] = device
+            if bound_host in _WILDCARDS:
+                self._by_port[bound_port] = device
+            else:
+                self._by_address[(bound_host, bound_port)] = device
+            devices.append(device)
+        await self._serve(sockets)
+        await asyncio.gather(*(device.start() for device in devices))
+        return devices
+
+    async def close(self) -> None:
+        """Stop every device and server, then release the client and the temporary folder."""
+        await asyncio.gather(*(device.stop() for device in self.devices.values()))
+        for server, _task in self._servers:
+            server.should_exit = True
+        # The servers finish the requests in flight (which may still call out) first.
+        await asyncio.gather(*(task for _server, task in self._servers))
+        self._servers.clear()
+        await self._http.aclose()
+        if self._advertiser is not None:
+            await self._advertiser.close()
+        if self._temporary is not None:
+            self._temporary.cleanup()
+
+    def _find(self, address: Address | None) -> SimulatedDevice | None:
+        if address is None:
+            return None
+        return self._by_address.get(address) or self._by_port.get(address[1])
+
+    async def _serve(self, sockets: list[socket.socket]) -> None:
+        config = uvicorn.Config(
+            self._app,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,  # /health reads X-Forwarded-For itself
+            ws="none",
+            timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN,
+        )
+        server = _EmbeddedServer(config)
+        task = asyncio.create_task(server.serve(sockets=sockets))
+        self._servers.append((server, task))
+        while not server.started:
+            if task.done():
+                task.result()  # raises why it could not start
+                raise RuntimeError("the device server stopped while starting")
+            await asyncio.sleep(0.005)
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its signal handlers: whoever runs the fleet decides about signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    # proto=IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are
+    # TCP, and without it each keep-alive answer waits ~40 ms for a delayed ACK (Nagle).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def primary_address() -> str:
+    """The address of the default route's interface (no packet is sent), else 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))
+            address: str = probe.getsockname()[0]
+        except OSError:
+            address = "127.0.0.1"
+    return address
+
+
+@contextlib.asynccontextmanager
+async def simulated_devices(count: int, **options: Any) -> AsyncIterator[Fleet]:
+    """A fleet of `count` devices started with `Fleet(**options)`; closed on exit."""
+    async with Fleet(**options) as fleet:
+        await fleet.add(count)
+        yield fleet
+
+
+class FleetThread:
+    """A `Fleet` on an event loop of its own thread, for synchronous tests and tools.
+
+    `with FleetThread() as fleet: device = fleet.add(1)[0]`; then talk HTTP to `device.url`.
+    Change device state through `call()` or `run()`, which execute on the fleet's loop.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._loop = asyncio.new_event_loop()
+        self._loop.set_default_executor(_ThreadPerCall())
+        self._thread = threading.Thread(target=self._loop.run_forever, name="simulator")
+        self.fleet: Fleet
+
+    def __enter__(self) -> FleetThread:
+        self._thread.start()
+        self.fleet = self.run(self._open())
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def add(self, count: int = 1, **options: Any) -> list[SimulatedDevice]:
+        return self.run(self.fleet.add(count, **options))
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        """Run `coroutine` on the fleet's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    def call(self, function: Callable[..., T], *args: Any) -> T:
+        """Run `function(*args)` on the fleet's loop (device state is not thread-safe)."""
+
+        async def call() -> T:
+            return function(*args)
+
+        return self.run(call())
+
+    def close(self) -> None:
+        if not self._thread.is_alive():
+            return
+        try:
+            self.run(self.fleet.close())
+            self.run(self._loop.shutdown_default_executor())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
+
+    async def _open(self) -> Fleet:
+        return Fleet(**self._options)
+
+
+class _ThreadPerCall(concurrent.futures.ThreadPoolExecutor):
+    """Runs each job (wasm runs, getaddrinfo) in a thread of its own that ends with the job.
+
+    A pool would keep idle threads between the calls of a long-lived `FleetThread`, which
+    the tests' leaked-thread check would rightly report. (asyncio only accepts a
+    ThreadPoolExecutor as default executor, hence the base class; its pool is never used.)
+    """
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+        self._threads: set[threading.Thread] = set()
+        self._lock = threading.Lock()
+
+    def submit(
+        self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn(*args, **kwargs))
+                    except BaseException as exc:
+                        future.set_exception(exc)
+            finally:
+                with self._lock:
+                    self._threads.discard(threading.current_thread())
+
+        thread = threading.Thread(target=run, name="simulator-job", daemon=True)
+        with self._lock:
+            self._threads.add(thread)
+        thread.start()
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads if wait else ():
+            thread.join()
+
+
+def run_device(
+    name: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    orchestrator_url: str | None = None,
+    interfaces: Sequence[str] | None = None,
+    mdns: bool = False,
+    data_dir: Path | None = None,
+) -> None:
+    """Serve one simulated device until SIGINT or SIGTERM (the `device` command).
+
+    With `mdns`, the device is advertised on the interface of its own address only.
+    """
+    asyncio.run(
+        serve_device(
+            name,
+            host=host,
+            port=port,
+            orchestrator_url=orchestrator_url,
+            interfaces=interfaces,
+            mdns=mdns,
+            data_dir=data_dir,
+        )
+    )
+
+
+async def serve_device(
+    name: str,
+    *,
+    host: str,
+    port: int,
+    orchestrator_url: str | None = None,
+    interfaces: Sequence[str] | None = None,
+    mdns: bool = False,
+    data_dir: Path | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """`run_device` inside a running loop; returns when `stop` is set (or on a signal)."""
+    stop = stop or asyncio.Event()
+    advertised = primary_address() if host in _WILDCARDS else host
+    fleet = Fleet(data_dir=data_dir, mdns_interfaces=[advertised] if mdns else None)
+    async with fleet:
+        [device] = await fleet.add(
+            names=[name],
+            host=host,
+            port=port,
+            orchestrator_url=orchestrator_url,
+            interfaces=interfaces,
+        )
+        logger.info("simulated device %s at %s (data in %s)", name, device.url, device.folder)
+        loop = asyncio.get_running_loop()
+        with _signals_set(loop, stop):
+            await stop.wait()
+
+
+@contextlib.contextmanager
+def _signals_set(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> Iterator[None]:
+    installed = []
+    if threading.current_thread() is threading.main_thread():
+        for number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(number, event.set)
+            installed.append(number)
+    try:
+        yield
+    finally:
+        for number in installed:
+            loop.remove_signal_handler(number)
