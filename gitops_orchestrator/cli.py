@@ -26,6 +26,7 @@ from . import __version__, manifests, orchestrator, repo
 from .errors import OrchestratorError, RepoError
 from .models import LoadResult, Problem, Snapshot
 from .settings import (
+    DeviceSettings,
     LoaderSettings,
     ReconcileSettings,
     StoreSettings,
@@ -167,6 +168,20 @@ def validate(path: Path, ref: str | None, output_format: str, max_binary_size: i
     envvar="GITOPS_DEPLOY_CONCURRENCY",
     show_default=True,
 )
+@click.option(
+    "--health-interval",
+    type=click.FloatRange(min=0.1),
+    default=DeviceSettings.health_interval,
+    envvar="GITOPS_HEALTH_INTERVAL",
+    show_default=True,
+)
+@click.option(
+    "--health-failures",
+    type=click.IntRange(min=1),
+    default=DeviceSettings.health_failures,
+    envvar="GITOPS_HEALTH_FAILURES",
+    show_default=True,
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info")
 def serve(**options: Any) -> None:
     """Run the orchestrator: follow --repo and serve the API on --host:--port."""
@@ -191,6 +206,12 @@ def serve(**options: Any) -> None:
             prune_limit=options["prune_limit"],
             return_after=options["return_after"],
             concurrency=options["deploy_concurrency"],
+        ),
+        devices=DeviceSettings(
+            health_interval=options["health_interval"],
+            health_failures=options["health_failures"],
+            log_rate=float(os.environ.get("GITOPS_LOG_RATE", DeviceSettings.log_rate)),
+            log_ring=int(os.environ.get("GITOPS_LOG_RING", DeviceSettings.log_ring)),
         ),
     )
     _run(settings)

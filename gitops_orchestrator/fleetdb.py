@@ -66,6 +66,30 @@ FLEET_SCHEMA = """
     CREATE INDEX events_by_device ON events (device, id);
     CREATE INDEX events_by_deployment ON events (deployment, id)
 """
+HEALTH_AND_LOGS_SCHEMA = """
+    ALTER TABLE devices ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE devices ADD COLUMN orchestrator_set INTEGER;
+    ALTER TABLE devices ADD COLUMN health TEXT;
+    ALTER TABLE devices ADD COLUMN checked_at REAL;
+    CREATE TABLE health_checks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        device TEXT NOT NULL,
+        at REAL NOT NULL,
+        ok INTEGER NOT NULL,
+        report TEXT,
+        error TEXT
+    );
+    CREATE INDEX health_checks_by_device ON health_checks (device, id);
+    CREATE TABLE device_logs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        device TEXT NOT NULL,
+        at REAL NOT NULL,
+        level TEXT,
+        message TEXT NOT NULL,
+        entry TEXT NOT NULL
+    );
+    CREATE INDEX device_logs_by_device ON device_logs (device, id)
+"""
 # Events are history, not state: the newest are kept, the rest dropped as new ones come.
 MAX_EVENTS = 100_000
 
@@ -83,6 +107,33 @@ class DeviceRecord:
     introduced_at: float
     online_since: float | None
     last_seen: float | None
+    failures: int = 0
+    """Consecutive failed health checks."""
+    orchestrator_set: bool | None = None
+    """The last `Custom-Orchestrator-Set` header: None before the first health check."""
+    health: Mapping[str, Any] | None = None
+    """The last health report (opaque)."""
+    checked_at: float | None = None
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """One health check's result, as the health checker hands it to `record_health`."""
+
+    device: str
+    at: float
+    ok: bool
+    report: Mapping[str, Any] | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    device: str
+    at: float
+    level: str | None
+    message: str
+    entry: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -142,12 +193,14 @@ class FleetRecords:
         """Add or refresh a device (its address, interfaces, state) and log why."""
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO devices VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "INSERT INTO devices VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (device) DO UPDATE SET url = excluded.url, "
                 "addresses = excluded.addresses, port = excluded.port, "
                 "interfaces = excluded.interfaces, platform = excluded.platform, "
                 "origin = excluded.origin, state = excluded.state, "
-                "online_since = excluded.online_since, last_seen = excluded.last_seen",
+                "online_since = excluded.online_since, last_seen = excluded.last_seen, "
+                "failures = excluded.failures, orchestrator_set = excluded.orchestrator_set, "
+                "health = excluded.health, checked_at = excluded.checked_at",
                 _device_row(record),
             )
             if event is not None:
@@ -223,7 +276,72 @@ class FleetRecords:
             )
             _insert_events(db, record.now, record.events, commit_sha=record.commit_sha)
 
+    # health and logs
+
+    def record_health(
+        self, checks: Iterable[HealthCheck], devices: Iterable[DeviceRecord], *, keep: int
+    ) -> None:
+        """A health sweep: each device's new state and the checks, kept `keep` per device."""
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE devices SET state = ?, online_since = ?, last_seen = ?, failures = ?, "
+                "orchestrator_set = ?, health = ?, checked_at = ? WHERE device = ?",
+                [
+                    (
+                        d.state, d.online_since, d.last_seen, d.failures,
+                        d.orchestrator_set,
+                        None if d.health is None else json.dumps(d.health),
+                        d.checked_at, d.device,
+                    )
+                    for d in devices
+                ],
+            )  # fmt: skip
+            db.executemany(
+                "INSERT INTO health_checks (device, at, ok, report, error) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (c.device, c.at, c.ok, None if c.report is None else json.dumps(c.report),
+                     c.error)
+                    for c in checks
+                ],
+            )  # fmt: skip
+            _keep_newest(db, "health_checks", keep)
+
+    def health_checks(self, device: str, *, limit: int = 20) -> list[HealthCheck]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT device, at, ok, report, error FROM health_checks WHERE device = ? "
+                "ORDER BY id DESC LIMIT ?",
+                (device, limit),
+            ).fetchall()
+        return [
+            HealthCheck(d, at, bool(ok), None if r is None else json.loads(r), e)
+            for d, at, ok, r, e in rows
+        ]
+
+    def add_logs(self, entries: Iterable[LogEntry], *, keep: int) -> None:
+        """Log entries from devices, kept `keep` per device (a ring)."""
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO device_logs (device, at, level, message, entry) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(e.device, e.at, e.level, e.message, json.dumps(e.entry)) for e in entries],
+            )
+            _keep_newest(db, "device_logs", keep)
+
+    def logs(self, device: str, *, limit: int = 100) -> list[LogEntry]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT device, at, level, message, entry FROM device_logs WHERE device = ? "
+                "ORDER BY id DESC LIMIT ?",
+                (device, limit),
+            ).fetchall()
+        return [LogEntry(d, at, lvl, msg, json.loads(entry)) for d, at, lvl, msg, entry in rows]
+
     # events
+
+    def add_events(self, events: Iterable[Event], *, now: float) -> None:
+        with self._transaction() as db:
+            _insert_events(db, now, events)
 
     def events(
         self,
@@ -239,6 +357,15 @@ class FleetRecords:
         with self._lock:
             rows: list[Any] = self._db.execute(query, (*values, limit)).fetchall()
         return rows
+
+
+def _keep_newest(db: sqlite3.Connection, table: str, keep: int) -> None:
+    """Drop all but the newest `keep` rows of each device in `table` (a per-device ring)."""
+    db.execute(
+        f"DELETE FROM {table} WHERE id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER "
+        f"(PARTITION BY device ORDER BY id DESC) AS newest FROM {table}) WHERE newest > ?)",
+        (keep,),
+    )
 
 
 def _filters(**filters: Any) -> tuple[str, list[Any]]:
@@ -280,11 +407,18 @@ def _device_row(record: DeviceRecord) -> tuple[Any, ...]:
         record.introduced_at,
         record.online_since,
         record.last_seen,
+        record.failures,
+        record.orchestrator_set,
+        None if record.health is None else json.dumps(record.health),
+        record.checked_at,
     )
 
 
 def _device_record(row: tuple[Any, ...]) -> DeviceRecord:
-    name, url, addresses, port, interfaces, platform, origin, state, introduced, since, seen = row
+    name, url, addresses, port, interfaces, platform, origin, state, introduced, since, seen = row[
+        :11
+    ]
+    failures, orchestrator_set, health, checked_at = row[11:]
     return DeviceRecord(
         device=name,
         url=url,
@@ -297,4 +431,8 @@ def _device_record(row: tuple[Any, ...]) -> DeviceRecord:
         introduced_at=introduced,
         online_since=since,
         last_seen=seen,
+        failures=failures,
+        orchestrator_set=None if orchestrator_set is None else bool(orchestrator_set),
+        health=None if health is None else json.loads(health),
+        checked_at=checked_at,
     )

@@ -22,8 +22,9 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from . import devices, reconciler, running, source, supervisor, syncing
+from . import devices, health, logs, reconciler, running, source, supervisor, syncing
 from .settings import (
+    DeviceSettings,
     LoaderSettings,
     ReconcileSettings,
     StoreSettings,
@@ -56,6 +57,7 @@ class Settings:
     web: WebSettings = field(default_factory=WebSettings)
     loader: LoaderSettings = field(default_factory=LoaderSettings)
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
+    devices: DeviceSettings = field(default_factory=DeviceSettings)
 
 
 def default_public_url(host: str, port: int) -> str:
@@ -95,6 +97,10 @@ async def run(settings: Settings) -> None:
         store, devices_client, introducer, public_url, settings=settings.reconcile
     )
     introducer.wake = loop.wake
+    checker = health.HealthChecker(
+        store, devices_client, public_url, settings=settings.devices, wake=loop.wake
+    )
+    sink = logs.LogSink(store, settings=settings.devices)
     local = isinstance(followed, source.LocalSource)
     syncer = syncing.Syncer(
         followed, store, settings=settings.sync, loader=settings.loader, on_desired=loop.wake,
@@ -102,8 +108,8 @@ async def run(settings: Settings) -> None:
     )  # fmt: skip
     services = app.Services(
         store=store, repo=followed.display, branch=followed.branch, fetch=followed,
-        introducer=introducer, runner=running.Runner(store, client),
-        background=[syncer.run, loop.run],
+        introducer=introducer, runner=running.Runner(store, client), logs=sink,
+        background=[syncer.run, loop.run, checker.run, sink.run],
     )  # fmt: skip
     config = uvicorn.Config(
         app.create_app(services, settings.web), host=settings.web.host, port=settings.web.port,

@@ -82,6 +82,9 @@ class WebSettings:
     max_hook_body: int = 25 * MIB
     """Largest webhook body read, in bytes: GitHub's own cap on webhook payloads."""
 
+    max_log_body: int = 64 * 1024
+    """Largest `POST /device/logs` body, in bytes; larger ones get 413 (design §3)."""
+
 
 @dataclass(frozen=True)
 class ReconcileSettings:
@@ -112,3 +115,39 @@ class ReconcileSettings:
     failed_retry_max: float = 60.0
     """Longest wait, in seconds, before a device whose deploys failed is tried again; the wait
     doubles from `retry_backoff` with each failing pass."""
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    """How devices are watched, and how much of what they send is kept."""
+
+    health_interval: float = 10.0
+    """Seconds between health checks of each device (`GITOPS_HEALTH_INTERVAL`)."""
+
+    health_failures: int = 3
+    """Consecutive failed checks after which a device is offline (`GITOPS_HEALTH_FAILURES`); the
+    next successful check makes it online again."""
+
+    health_timeout: float = 5.0
+    """Seconds one health check may take before it counts as failed."""
+
+    health_concurrency: int = 200
+    """Health checks in flight at once: with the timeout, 1,000 devices are swept within one
+    interval even when many do not answer."""
+
+    health_history: int = 100
+    """Health checks kept per device in SQLite (state changes are kept as events)."""
+
+    log_rate: float = 20.0
+    """Log entries per second accepted from one device; more are counted and dropped, so one
+    chatty device cannot slow the others (`GITOPS_LOG_RATE`)."""
+
+    log_burst: int = 100
+    """Log entries one device may send at once above `log_rate`."""
+
+    log_ring: int = 1000
+    """Log entries kept per device; older ones are dropped (`GITOPS_LOG_RING`)."""
+
+    log_buffer: int = 10_000
+    """Log entries waiting to be written at most; when the database falls behind, more are
+    counted and dropped instead of filling memory."""

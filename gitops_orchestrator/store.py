@@ -23,7 +23,7 @@ from typing import Any
 
 from .blobs import BlobStore
 from .errors import StoreError
-from .fleetdb import FLEET_SCHEMA, FleetRecords
+from .fleetdb import FLEET_SCHEMA, HEALTH_AND_LOGS_SCHEMA, FleetRecords
 from .models import (
     CommitInfo,
     Deployment,
@@ -89,6 +89,7 @@ MIGRATIONS = (
     INSERT INTO sync_state (id) VALUES (1);
     """,
     FLEET_SCHEMA,
+    HEALTH_AND_LOGS_SCHEMA,
 )
 
 

@@ -68,6 +68,24 @@ class SupervisorClient:
         if not (response.is_success or response.status_code == 404):
             raise SupervisorRejected(f"undeploy refused: {_summary(response)}")
 
+    async def health(
+        self, base_url: str, *, forwarded_for: str, timeout: float
+    ) -> tuple[dict[str, Any], bool | None]:
+        """GET /health: the opaque report, and whether the device knows an orchestrator.
+
+        `X-Forwarded-For` must be our host as the device knows it: the supervisor resets its
+        re-registration timer only when it matches (protocol §2).
+        """
+        url = base_url + "/health"
+        headers = {"X-Forwarded-For": forwarded_for}
+        response = await self._request("GET", url, headers=headers, timeout=timeout)
+        report = _json(response)
+        if response.status_code != 200 or not isinstance(report, dict):
+            raise SupervisorRejected(f"GET {url} answered {_summary(response)}")
+        header = response.headers.get("Custom-Orchestrator-Set")
+        known = None if header is None else header.strip().lower() == "true"
+        return report, known
+
     async def register(self, base_url: str, orchestrator_url: str) -> None:
         """POST /register: tells the device where we are (and where to ship its logs)."""
         url = base_url + "/register"

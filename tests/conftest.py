@@ -6,13 +6,18 @@ nothing is mocked.
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import wasmtime
 
@@ -93,3 +98,72 @@ def no_leaked_threads() -> object:
             break
         time.sleep(0.01)
     assert not leaked, f"threads left running: {[t.name for t in leaked]}"
+
+
+# A real `gitops-orchestrator serve` process on 127.0.0.1, for tests of the HTTP surface.
+
+WEBHOOK_SECRET = "s3cret-hook"
+
+CLI = Path(sys.executable).with_name("gitops-orchestrator")
+SERVE_BOUND = 15.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Orchestrator:
+    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
+        self.process = process
+        self.url = f"http://127.0.0.1:{port}"
+        self.client = httpx.Client(base_url=self.url, timeout=5.0)
+
+    def sync(self) -> dict[str, Any]:
+        answer: dict[str, Any] = self.client.get("/api/v1/sync").json()
+        return answer
+
+    def until(self, condition: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
+        deadline = time.monotonic() + SERVE_BOUND
+        while True:
+            try:
+                state = self.sync()
+                if condition(state):
+                    return state
+            except httpx.TransportError:
+                pass
+            assert self.process.poll() is None, f"serve exited: {self.process.stderr}"
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.02)
+
+    def hook(self, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        return self.client.post("/hooks/git", content=body, headers=headers)
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., Orchestrator]]:
+    started: list[Orchestrator] = []
+
+    def start(repo: str, *extra: str, secret: str | None = WEBHOOK_SECRET) -> Orchestrator:
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GITOPS_")}
+        if secret:
+            env["GITOPS_WEBHOOK_SECRET"] = secret
+        process = subprocess.Popen(
+            [str(CLI), "serve", "--repo", repo, "--host", "127.0.0.1", "--port", str(port),
+             "--data-dir", str(tmp_path / f"data{len(started)}"), *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        orchestrator = Orchestrator(process, port)
+        started.append(orchestrator)
+        orchestrator.until(lambda state: True, "the server to answer")
+        return orchestrator
+
+    yield start
+    for orchestrator in started:
+        orchestrator.client.close()
+        if orchestrator.process.poll() is None:
+            orchestrator.process.kill()
+        orchestrator.process.communicate()

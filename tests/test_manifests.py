@@ -326,7 +326,7 @@ BROKEN = {
         "mDNS name has no dot)",
     ),
     "bad-admission": Broken(
-        replace(DEVICES, "admission: open", "admission: closed"),
+        replace(DEVICES, "admission: listed", "admission: closed"),
         DEVICES,
         3,
         "admission: Input should be 'open' or 'listed'",
@@ -581,7 +581,7 @@ def test_every_problem_is_reported(tmp_path: Path) -> None:
     replace(DOUBLE, "method: get", "method: fetch")(root)
     append(DOUBLE, "    retries: 3\n")(root)
     put({"modules/banner/banner.wasm": b"\0asm\x02\0\0\0"})(root)
-    replace(DEVICES, "admission: open", "admission: closed")(root)
+    replace(DEVICES, "admission: listed", "admission: closed")(root)
     put({"deployments/extra.yml": "name: extra\n"})(root)
     replace("deployments/banner.yaml", "function: render", "function: paint")(root)
     result = load_folder(root)

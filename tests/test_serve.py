@@ -4,89 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import signal
-import socket
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from conftest import copy_sample, git_init_commit, write_files
+from conftest import CLI, SERVE_BOUND, WEBHOOK_SECRET, copy_sample, git_init_commit, write_files
+from conftest import free_port as free_port  # re-exported for other tests
 
 from gitops_orchestrator.settings import WebSettings
 
-CLI = Path(sys.executable).with_name("gitops-orchestrator")
-SECRET = "s3cret-hook"
-BOUND = 15.0
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-class Orchestrator:
-    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
-        self.process = process
-        self.url = f"http://127.0.0.1:{port}"
-        self.client = httpx.Client(base_url=self.url, timeout=5.0)
-
-    def sync(self) -> dict[str, Any]:
-        answer: dict[str, Any] = self.client.get("/api/v1/sync").json()
-        return answer
-
-    def until(self, condition: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
-        deadline = time.monotonic() + BOUND
-        while True:
-            try:
-                state = self.sync()
-                if condition(state):
-                    return state
-            except httpx.TransportError:
-                pass
-            assert self.process.poll() is None, f"serve exited: {self.process.stderr}"
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            time.sleep(0.02)
-
-    def hook(self, body: bytes, headers: dict[str, str]) -> httpx.Response:
-        return self.client.post("/hooks/git", content=body, headers=headers)
-
-
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., Orchestrator]]:
-    started: list[Orchestrator] = []
-
-    def start(repo: str, *extra: str, secret: str | None = SECRET) -> Orchestrator:
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GITOPS_")}
-        if secret:
-            env["GITOPS_WEBHOOK_SECRET"] = secret
-        process = subprocess.Popen(
-            [str(CLI), "serve", "--repo", repo, "--host", "127.0.0.1", "--port", str(port),
-             "--data-dir", str(tmp_path / f"data{len(started)}"), *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        )  # fmt: skip
-        orchestrator = Orchestrator(process, port)
-        started.append(orchestrator)
-        orchestrator.until(lambda state: True, "the server to answer")
-        return orchestrator
-
-    yield start
-    for orchestrator in started:
-        orchestrator.client.close()
-        if orchestrator.process.poll() is None:
-            orchestrator.process.kill()
-        orchestrator.process.communicate()
-
-
-def signed(body: bytes, secret: str = SECRET) -> str:
+def signed(body: bytes, secret: str = WEBHOOK_SECRET) -> str:
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
@@ -164,7 +94,7 @@ def test_signals_stop_serve_cleanly(serve: Any, tmp_path: Path, number: int) -> 
     orchestrator = serve(str(path))
     orchestrator.until(lambda s: s["desired"] is not None, "the first commit")
     orchestrator.process.send_signal(number)
-    _, stderr = orchestrator.process.communicate(timeout=BOUND)
+    _, stderr = orchestrator.process.communicate(timeout=SERVE_BOUND)
     assert orchestrator.process.returncode == 0, stderr
     assert "Application shutdown complete." in stderr
     assert "Traceback" not in stderr
@@ -173,7 +103,7 @@ def test_signals_stop_serve_cleanly(serve: Any, tmp_path: Path, number: int) -> 
 def test_serve_refuses_a_path_that_is_not_a_repository(tmp_path: Path) -> None:
     done = subprocess.run(
         [str(CLI), "serve", "--repo", str(tmp_path), "--data-dir", str(tmp_path / "d")],
-        capture_output=True, text=True, timeout=BOUND, check=False,
+        capture_output=True, text=True, timeout=SERVE_BOUND, check=False,
     )  # fmt: skip
     assert done.returncode == 1
     assert "is not a git repository" in done.stderr

@@ -26,7 +26,7 @@ from starlette.responses import (
     Response,
 )
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from .device import Fault, SimulatedDevice
 from .execution import safe_name
@@ -51,12 +51,28 @@ class DeviceApp:
         if device is None:
             await PlainTextResponse("no simulated device here", 404)(scope, receive, send)
             return
+        send = _closing(send)
         await device.wait_unhung()
         fault_response = _fault_response(device)
         if fault_response is not None:
             await fault_response(scope, receive, send)
             return
         await self._routes({**scope, _DEVICE: device}, receive, send)
+
+
+def _closing(send: Send) -> Send:
+    """`send` adding `Connection: close`, as the supervisor's Werkzeug server answers.
+
+    Clients must not count on keep-alive with devices; this also spares the simulator an
+    idle connection per device and client.
+    """
+
+    async def closing_send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message["headers"], (b"connection", b"close")]}
+        await send(message)
+
+    return closing_send
 
 
 def single_device_app(device: SimulatedDevice) -> DeviceApp:

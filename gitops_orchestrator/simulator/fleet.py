@@ -65,10 +65,10 @@ class Fleet:
         self._orchestrator_url = orchestrator_url
         self._interfaces = interfaces
         self._settings = settings or DeviceSettings()
-        self._http = httpx.AsyncClient(
-            trust_env=False,  # a proxy from the environment must not see loopback calls
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
-        )
+        # One client per device, all sharing one TLS context (the costly part of a client): a
+        # single shared pool slows down quadratically with hundreds of requests in flight.
+        self._tls = httpx.create_ssl_context()
+        self._clients: list[httpx.AsyncClient] = []
         self.devices: dict[str, SimulatedDevice] = {}
         self._by_address: dict[Address, SimulatedDevice] = {}
         self._by_port: dict[int, SimulatedDevice] = {}  # devices listening on 0.0.0.0
@@ -136,7 +136,7 @@ class Fleet:
                 host=primary_address() if bound_host in _WILDCARDS else bound_host,
                 port=bound_port,
                 folder=self.data_dir / name,
-                http=self._http,
+                http=self._client(),
                 orchestrator_url=orchestrator_url or self._orchestrator_url,
                 interfaces=interfaces or self._interfaces,
                 settings=self._settings,
@@ -160,11 +160,22 @@ class Fleet:
         # The servers finish the requests in flight (which may still call out) first.
         await asyncio.gather(*(task for _server, task in self._servers))
         self._servers.clear()
-        await self._http.aclose()
+        await asyncio.gather(*(client.aclose() for client in self._clients))
+        self._clients.clear()
         if self._advertiser is not None:
             await self._advertiser.close()
         if self._temporary is not None:
             self._temporary.cleanup()
+
+    def _client(self) -> httpx.AsyncClient:
+        # No keep-alive: the supervisor's `requests.get/post` open a connection per call, and a
+        # kept one could be closed by the other side just as it is reused. trust_env=False: a
+        # proxy from the environment must not see the loopback calls.
+        client = httpx.AsyncClient(
+            verify=self._tls, trust_env=False, limits=httpx.Limits(max_keepalive_connections=0)
+        )
+        self._clients.append(client)
+        return client
 
     def _find(self, address: Address | None) -> SimulatedDevice | None:
         if address is None:

@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from ..settings import WebSettings
 from ..store import Store
-from . import api, devices, execute, files, hooks
+from . import api, devices, execute, files, hooks, logs
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ class Services:
     fetch: hooks.FetchTrigger
     introducer: devices.Introducer
     runner: execute.DeploymentRunner
+    logs: logs.LogIntake
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=tuple)
 
 
@@ -74,5 +75,10 @@ def create_app(services: Services, settings: WebSettings | None = None) -> Starl
             methods=["POST"],
         ),
         Route("/execute/{deployment}", execute.execute(services.runner), methods=["POST"]),
+        Route(
+            "/device/logs",
+            logs.device_logs(services.logs, max_body=settings.max_log_body),
+            methods=["POST"],
+        ),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
