@@ -339,6 +339,19 @@ class FleetRecords:
 
     # events
 
+    def event_count(self, *, device: str | None = None, deployment: str | None = None) -> int:
+        clauses, values = _filters(device=device, deployment=deployment)
+        with self._lock:
+            return _count(self._db, f"SELECT COUNT(*) FROM events {clauses}", values)
+
+    def events_after(self, after: int, *, limit: int = 500) -> list[Any]:
+        """Events newer than id `after`, oldest first (for the event stream)."""
+        with self._lock:
+            rows: list[Any] = self._db.execute(
+                "SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
+            ).fetchall()
+        return rows
+
     def add_events(self, events: Iterable[Event], *, now: float) -> None:
         with self._transaction() as db:
             _insert_events(db, now, events)
@@ -347,16 +360,22 @@ class FleetRecords:
         self,
         *,
         limit: int = 100,
+        offset: int = 0,
         before: int | None = None,
         device: str | None = None,
         deployment: str | None = None,
     ) -> list[tuple[int, float, str, str | None, str | None, str | None, str]]:
         """Events, newest first: (id, at, kind, device, deployment, commit_sha, message)."""
         clauses, values = _filters(before=before, device=device, deployment=deployment)
-        query = f"SELECT * FROM events {clauses} ORDER BY id DESC LIMIT ?"
+        query = f"SELECT * FROM events {clauses} ORDER BY id DESC LIMIT ? OFFSET ?"
         with self._lock:
-            rows: list[Any] = self._db.execute(query, (*values, limit)).fetchall()
+            rows: list[Any] = self._db.execute(query, (*values, limit, offset)).fetchall()
         return rows
+
+
+def _count(db: sqlite3.Connection, query: str, values: list[Any]) -> int:
+    (number,) = db.execute(query, values).fetchone()
+    return int(number)
 
 
 def _keep_newest(db: sqlite3.Connection, table: str, keep: int) -> None:

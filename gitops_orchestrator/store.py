@@ -125,6 +125,7 @@ class Store(FleetRecords):
         self.blobs = blobs
         self.settings = settings
         self._snapshot: Snapshot | None = None
+        self._version = 0
         self._encoded_modules: dict[int, tuple[LoadedModule, str]] = {}
         self._temporary: tempfile.TemporaryDirectory[str] | None = None
 
@@ -165,6 +166,11 @@ class Store(FleetRecords):
             self._temporary.cleanup()
 
     @property
+    def version(self) -> int:
+        """Grows with every write: readers cache what they build from the store by it."""
+        return self._version
+
+    @property
     def schema_version(self) -> int:
         with self._lock:
             version: int = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -194,6 +200,7 @@ class Store(FleetRecords):
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            self._version += 1
 
     # writing
 
@@ -331,6 +338,11 @@ class Store(FleetRecords):
         with self._lock:
             row = self._db.execute("SELECT * FROM commits WHERE commit_sha = ?", (sha,)).fetchone()
         return _commit_record(row) if row else None
+
+    def commit_count(self) -> int:
+        with self._lock:
+            (number,) = self._db.execute("SELECT COUNT(*) FROM commits").fetchone()
+        return int(number)
 
     def commits(self, *, limit: int = 50, offset: int = 0) -> list[CommitRecord]:
         """Commits looked at, newest first."""

@@ -1,54 +1,180 @@
-"""The JSON API under `/api/v1` (read-only), and `/healthz`."""
+"""The JSON API under `/api/v1` (read-only), and `/healthz`.
+
+Each answer is a view model (`views`) encoded once per store version: the encoded bytes are
+cached by the request's path and query and served again, with an ETag, until the store changes
+(`If-None-Match` gets 304). Lists are paged with `offset` and `limit`. Errors have one shape.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from pydantic import BaseModel
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
-from ..store import CommitRecord, Store, SyncState
-from .responses import JSONResponse, timestamp
+from ..store import Store
+from . import views
+from .responses import JSONResponse, error
 
-
-def commit_json(record: CommitRecord | None) -> dict[str, Any] | None:
-    if record is None:
-        return None
-    return {
-        "sha": record.sha,
-        "author": record.author,
-        "committed_at": timestamp(record.committed_at),
-        "message": record.message,
-        "seen_at": timestamp(record.seen_at),
-        "status": record.status,
-        "problems": [
-            {"file": p.file, "line": p.line, "message": p.message} for p in record.problems
-        ],
-    }
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 100
+CACHED_ANSWERS = 256
+# How often the event stream looks for new events, and how long it stays quiet at most.
+STREAM_POLL = 0.25
+STREAM_HEARTBEAT = 15.0
 
 
-def sync_json(state: SyncState, *, repo: str, branch: str) -> dict[str, Any]:
-    """`GET /api/v1/sync` (design §3): what is desired, what was seen, what was refused."""
-    return {
-        "desired": commit_json(state.desired),
-        "last_seen": commit_json(state.last_seen),
-        "last_rejected": commit_json(state.last_rejected),
-        "source": {
-            "repo": repo,
-            "branch": branch,
-            "fetched_at": timestamp(state.fetched_at),
-            "error": state.error,
-            "error_at": timestamp(state.error_at),
-        },
-    }
+class AnswerCache:
+    """Encoded answers by request, valid for one store version; bounded, oldest out first."""
+
+    def __init__(self) -> None:
+        self.entries: OrderedDict[str, tuple[int, bytes, str]] = OrderedDict()
+
+    def get(self, key: str, version: int) -> tuple[bytes, str] | None:
+        entry = self.entries.get(key)
+        if entry is None or entry[0] != version:
+            return None
+        self.entries.move_to_end(key)
+        return entry[1], entry[2]
+
+    def put(self, key: str, version: int, body: bytes) -> tuple[bytes, str]:
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        self.entries[key] = (version, body, etag)
+        self.entries.move_to_end(key)
+        while len(self.entries) > CACHED_ANSWERS:
+            self.entries.popitem(last=False)
+        return body, etag
+
+
+async def answer(request: Request, build: Callable[[Store], BaseModel | None]) -> Response:
+    """The view `build` makes, encoded and cached by store version, with an ETag."""
+    store: Store = request.state.store
+    cache: AnswerCache = request.state.answers
+    key = str(request.url.path) + "?" + str(request.url.query)
+    version = store.version
+    cached = cache.get(key, version)
+    if cached is None:
+        model = await asyncio.to_thread(build, store)
+        if model is None:
+            return error(404, f"nothing at {request.url.path}")
+        cached = cache.put(key, version, model.model_dump_json().encode())
+    body, etag = cached
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers={"ETag": etag})
+    return Response(body, media_type="application/json", headers={"ETag": etag})
+
+
+def paging(request: Request) -> tuple[int, int]:
+    """`offset` and `limit` from the query, checked; ValueError names what is wrong."""
+    try:
+        offset = int(request.query_params.get("offset", 0))
+        limit = int(request.query_params.get("limit", DEFAULT_LIMIT))
+    except ValueError:
+        raise ValueError("offset and limit are whole numbers") from None
+    if offset < 0 or not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"offset is at least 0 and limit between 1 and {MAX_LIMIT}")
+    return offset, limit
+
+
+def _paged(build: Callable[..., BaseModel]) -> Callable[[Request], Any]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            offset, limit = paging(request)
+        except ValueError as exc:
+            return error(400, str(exc))
+        return await answer(request, lambda store: build(store, offset=offset, limit=limit))
+
+    return endpoint
+
+
+def _named(build: Callable[[Store, str], BaseModel | None]) -> Callable[[Request], Any]:
+    async def endpoint(request: Request) -> Response:
+        name = request.path_params["name"]
+        return await answer(request, lambda store: build(store, name))
+
+    return endpoint
 
 
 async def sync(request: Request) -> Response:
+    state = request.state
+    return await answer(
+        request, lambda store: views.sync_view(store, repo=state.repo, branch=state.branch)
+    )
+
+
+async def overview(request: Request) -> Response:
+    state = request.state
+    return await answer(
+        request, lambda store: views.overview(store, repo=state.repo, branch=state.branch)
+    )
+
+
+async def events(request: Request) -> Response:
+    try:
+        offset, limit = paging(request)
+    except ValueError as exc:
+        return error(400, str(exc))
+    device = request.query_params.get("device")
+    deployment = request.query_params.get("deployment")
+    return await answer(
+        request,
+        lambda store: views.events_page(
+            store, offset=offset, limit=limit, device=device, deployment=deployment
+        ),
+    )
+
+
+async def event_stream(request: Request) -> Response:
+    """Server-sent events: every new event as it is recorded (`id:` is the event id)."""
     store: Store = request.state.store
-    state = await asyncio.to_thread(store.sync_state)
-    return JSONResponse(sync_json(state, repo=request.state.repo, branch=request.state.branch))
+    start = request.headers.get("last-event-id", "")
+    latest = store.events(limit=1)
+    after = int(start) if start.isdigit() else (latest[0][0] if latest else 0)
+
+    async def stream() -> AsyncIterator[str]:
+        nonlocal after
+        version, quiet = -1, 0.0
+        yield "retry: 2000\n\n"
+        while not await request.is_disconnected():
+            if store.version != version:
+                version = store.version
+                rows = await asyncio.to_thread(store.events_after, after)
+                for row in rows:
+                    event = views.event_view(row)
+                    after = event.id
+                    data = event.model_dump_json()
+                    yield f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
+                if rows:
+                    quiet = 0.0
+            if quiet >= STREAM_HEARTBEAT:
+                yield ": still here\n\n"
+                quiet = 0.0
+            await asyncio.sleep(STREAM_POLL)
+            quiet += STREAM_POLL
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
 
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
+
+
+ROUTES: list[tuple[str, Callable[[Request], Any]]] = [
+    ("/api/v1/sync", sync),
+    ("/api/v1/overview", overview),
+    ("/api/v1/commits", _paged(views.commits_page)),
+    ("/api/v1/devices", _paged(views.devices_page)),
+    ("/api/v1/devices/{name}", _named(views.device_detail)),
+    ("/api/v1/modules", _paged(views.modules_page)),
+    ("/api/v1/modules/{name}", _named(views.module_detail)),
+    ("/api/v1/deployments", _paged(views.deployments_page)),
+    ("/api/v1/deployments/{name}", _named(views.deployment_detail)),
+    ("/api/v1/events", events),
+    ("/api/v1/events/stream", event_stream),
+]

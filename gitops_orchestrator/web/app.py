@@ -28,6 +28,7 @@ class State(TypedDict):
     store: Store
     repo: str
     branch: str
+    answers: api.AnswerCache
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,12 @@ def create_app(services: Services, settings: WebSettings | None = None) -> Starl
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         tasks = [asyncio.create_task(loop()) for loop in services.background]
         try:
-            yield {"store": services.store, "repo": services.repo, "branch": services.branch}
+            yield {
+                "store": services.store,
+                "repo": services.repo,
+                "branch": services.branch,
+                "answers": api.AnswerCache(),
+            }
         finally:
             for task in tasks:
                 task.cancel()
@@ -62,7 +68,7 @@ def create_app(services: Services, settings: WebSettings | None = None) -> Starl
     secret = settings.webhook_secret.encode() if settings.webhook_secret else None
     routes = [
         Route("/healthz", api.healthz),
-        Route("/api/v1/sync", api.sync),
+        *(Route(path, endpoint) for path, endpoint in api.ROUTES),
         Route(
             "/hooks/git",
             hooks.git_hook(secret, services.fetch, max_body=settings.max_hook_body),
