@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from ..settings import WebSettings
 from ..store import Store
-from . import api, devices, execute, files, hooks, logs
+from . import api, compat, devices, execute, files, hooks, logs, metrics, pages, security
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def create_app(services: Services, settings: WebSettings | None = None) -> Starl
                     await task
 
     secret = settings.webhook_secret.encode() if settings.webhook_secret else None
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/healthz", api.healthz),
         *(Route(path, endpoint) for path, endpoint in api.ROUTES),
         Route(
@@ -87,4 +87,5 @@ def create_app(services: Services, settings: WebSettings | None = None) -> Starl
             methods=["POST"],
         ),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    routes += [*compat.ROUTES, *metrics.ROUTES, *pages.ROUTES]
+    return Starlette(routes=routes, lifespan=lifespan, middleware=security.MIDDLEWARE)
