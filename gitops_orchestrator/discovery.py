@@ -24,6 +24,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import ifaddr
 import zeroconf
 from zeroconf import InterfaceChoice, IPVersion, ServiceInfo, ServiceStateChange
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
@@ -45,7 +46,7 @@ RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0)
 # Seconds between tries to start the browser when the interfaces are not usable (yet).
 START_RETRY_MAX = 60.0
 
-Interfaces = tuple[str, ...] | InterfaceChoice
+Interfaces = list[str] | InterfaceChoice  # [] is `none`
 Resolver = Callable[[str], Awaitable["Advert | None"]]
 
 
@@ -61,13 +62,6 @@ class Change(StrEnum):
     ADDED = "added"
     UPDATED = "updated"
     REMOVED = "removed"
-
-
-_CHANGES = {
-    ServiceStateChange.Added: Change.ADDED,
-    ServiceStateChange.Updated: Change.UPDATED,
-    ServiceStateChange.Removed: Change.REMOVED,
-}
 
 
 @dataclass(frozen=True)
@@ -107,9 +101,9 @@ class Action(StrEnum):
     GONE = "gone"
 
 
-def action(pending: Pending, known: DeviceRecord | None, advert: Advert | None) -> Action:
+def action(pending: Pending, known: DeviceRecord | None, seen: Advert | None) -> Action:
     """What to do with one handled name. Purely computational; `Discovery` applies it."""
-    if pending.change is Change.REMOVED or advert is None:
+    if pending.change is Change.REMOVED or seen is None:
         # An add that cannot be resolved after a goodbye: the goodbye was the last word.
         left = pending.change is Change.REMOVED or pending.goodbye
         return (
@@ -120,11 +114,11 @@ def action(pending: Pending, known: DeviceRecord | None, advert: Advert | None) 
     if known.state == "gone" or pending.goodbye:
         return Action.RESTART
     url = urlsplit(known.url)
-    if advert.port != known.port or advert.tls != (url.scheme == "https"):
+    if seen.port != known.port or seen.tls != (url.scheme == "https"):
         return Action.INTRODUCE
-    if set(advert.addresses) - set(known.addresses) or url.hostname not in advert.addresses:
+    if set(seen.addresses) - set(known.addresses) or url.hostname not in seen.addresses:
         return Action.INTRODUCE
-    if advert.addresses != known.addresses:
+    if seen.addresses != known.addresses:
         return Action.READDRESS
     return Action.IGNORE
 
@@ -146,8 +140,8 @@ def advert(info: ServiceInfo) -> Advert:
     if port is None or not 0 < port < 65536:
         raise BadAdvertisement(f"{name}: no valid port ({port})")
     properties = info.decoded_properties
-    # Newest A records first (zeroconf's order), then the TXT address; link-local IPv6
-    # addresses need an interface scope that a URL cannot carry well, so they are left out.
+    # A records (newest first when resolved from zeroconf's cache), then the TXT address.
+    # Link-local IPv6 needs an interface scope that a URL cannot carry well: left out.
     candidates = [*info.parsed_scoped_addresses(IPVersion.All), properties.get("address") or ""]
     addresses: list[str] = []
     for candidate in candidates:
@@ -168,14 +162,25 @@ def parse_interfaces(setting: str) -> Interfaces:
     if text == "all":
         return InterfaceChoice.All
     if text in ("none", ""):
-        return ()
+        return []
     addresses = [item.strip() for item in text.split(",") if item.strip()]
     for address in addresses:
         try:
             ipaddress.ip_address(address)
         except ValueError:
             raise ValueError(f"not `all`, `none` or an IP address: {address!r}") from None
-    return tuple(dict.fromkeys(addresses))
+    return list(dict.fromkeys(addresses))
+
+
+def _missing(interfaces: Interfaces) -> list[str]:
+    """The addresses no local interface has: zeroconf leaks a socket when given one."""
+    if not isinstance(interfaces, list):
+        return []
+    ips = [
+        ip.ip if isinstance(ip.ip, str) else ip.ip[0] for a in ifaddr.get_adapters() for ip in a.ips
+    ]
+    here = {ipaddress.ip_address(ip) for ip in ips}
+    return [address for address in interfaces if ipaddress.ip_address(address) not in here]
 
 
 class Introducer(Protocol):
@@ -194,21 +199,6 @@ class DeviceStore(Protocol):
     def upsert_device(self, record: DeviceRecord, *, event: Event | None = None) -> None: ...
 
     def forget_applied(self, device: str, *, now: float, why: str) -> None: ...
-
-
-class _QuietLog:
-    """A failure that repeats is logged at WARNING once, then at DEBUG (zeroconf QuietLogger)."""
-
-    def __init__(self) -> None:
-        self._failing: set[str] = set()
-
-    def failed(self, key: str, message: str, *args: object) -> None:
-        level = logging.DEBUG if key in self._failing else logging.WARNING
-        self._failing.add(key)
-        logger.log(level, message, *args)
-
-    def recovered(self, key: str) -> None:
-        self._failing.discard(key)
 
 
 class Discovery:
@@ -230,6 +220,9 @@ class Discovery:
         resolve: Resolver | None = None,
     ) -> None:
         self.interfaces = parse_interfaces(interfaces)
+        self._where = (
+            ", ".join(self.interfaces) if isinstance(self.interfaces, list) else "all interfaces"
+        )
         self._introducer = introducer
         self._store = store
         self._wake = wake
@@ -243,32 +236,25 @@ class Discovery:
         self._worker: asyncio.Task[None] | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._retries: dict[str, int] = {}
-        self._quiet = _QuietLog()
-
-    @property
-    def enabled(self) -> bool:
-        return self.interfaces != ()
+        self._failing: set[str] = set()  # keys of failures logged at WARNING already
 
     async def start(self) -> None:
         """Start browsing (and handling batches); DiscoveryError if mDNS cannot be used."""
         if self._worker is None:
             self._worker = asyncio.create_task(self._handle_batches(), name="mdns-discovery")
-        if not self.enabled or self._zeroconf is not None:
+        if not self.interfaces or self._zeroconf is not None:
             return
-        choice = (
-            self.interfaces
-            if isinstance(self.interfaces, InterfaceChoice)
-            else list(self.interfaces)
-        )
         try:
-            self._zeroconf = AsyncZeroconf(interfaces=choice)
+            if missing := _missing(self.interfaces):
+                raise OSError(f"no interface has {', '.join(missing)}")
+            self._zeroconf = AsyncZeroconf(interfaces=self.interfaces)
             self._browser = AsyncServiceBrowser(
                 self._zeroconf.zeroconf, SERVICE_TYPE, handlers=[self._on_service_change]
             )
         except (zeroconf.Error, OSError, RuntimeError) as exc:
             await self._close_zeroconf()
-            raise DiscoveryError(f"cannot browse mDNS on {self._described()}: {exc}") from exc
-        logger.info("browsing mDNS for %s on %s", SERVICE_TYPE, self._described())
+            raise DiscoveryError(f"cannot browse mDNS on {self._where}: {exc}") from exc
+        logger.info("browsing mDNS for %s on %s", SERVICE_TYPE, self._where)
 
     async def close(self) -> None:
         """Stop browsing and handling; safe to call more than once."""
@@ -284,7 +270,7 @@ class Discovery:
 
     async def run(self) -> None:
         """Browse until cancelled, retrying a start that fails (interfaces not up yet)."""
-        if not self.enabled:
+        if not self.interfaces:
             return
         delay = 1.0
         try:
@@ -293,10 +279,10 @@ class Discovery:
                     await self.start()
                     break
                 except DiscoveryError as exc:
-                    self._quiet.failed("start", "%s; retrying in %.0f s", exc, delay)
+                    self._failed("start", "%s; retrying in %.0f s", exc, delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, START_RETRY_MAX)
-            self._quiet.recovered("start")
+            self._failing.discard("start")
             await asyncio.Event().wait()
         finally:
             await self.close()
@@ -308,9 +294,9 @@ class Discovery:
 
     def _on_service_change(self, **event: Any) -> None:
         # zeroconf calls handlers on the event loop, once per name per packet, by keyword.
-        change = _CHANGES.get(event["state_change"])
-        if change is not None and event["service_type"] == SERVICE_TYPE:
-            self.note(event["name"], change)
+        if event["service_type"] == SERVICE_TYPE:
+            state_change: ServiceStateChange = event["state_change"]
+            self.note(event["name"], Change(state_change.name.lower()))
 
     async def _handle_batches(self) -> None:
         while True:
@@ -329,11 +315,13 @@ class Discovery:
                 self._retries.pop(name, None)
             seen = None if pending.change is Change.REMOVED else await self._resolve(service_name)
             known = await asyncio.to_thread(self._store.device, name)
-            return await self._apply(name, action(pending, known, seen), known, seen)
+            changed = await self._apply(name, action(pending, known, seen), known, seen)
+            self._failing.discard(service_name)
+            return changed
         except BadAdvertisement as exc:
             logger.debug("ignoring advertisement %s: %s", service_name, exc)
         except (OrchestratorError, OSError) as exc:
-            self._quiet.failed(service_name, "mDNS: cannot handle %s: %s", service_name, exc)
+            self._failed(service_name, "mDNS: cannot handle %s: %s", service_name, exc)
         except Exception:
             logger.exception("mDNS: unexpected error handling %s", service_name)
         return False
@@ -341,7 +329,6 @@ class Discovery:
     async def _apply(
         self, name: str, todo: Action, known: DeviceRecord | None, seen: Advert | None
     ) -> bool:
-        self._quiet.recovered(name)
         timer = self._timers.pop(name, None)
         if timer is not None:
             timer.cancel()
@@ -371,25 +358,28 @@ class Discovery:
         self._later(name, RECHECK_DELAY)
         return True
 
+    def _failed(self, key: str, message: str, *args: object) -> None:
+        """WARNING the first time, DEBUG while it repeats (zeroconf's QuietLogger)."""
+        level = logging.DEBUG if key in self._failing else logging.WARNING
+        self._failing.add(key)
+        logger.log(level, message, *args)
+
     def _retry(self, name: str) -> None:
-        tries = self._retries.get(name, 0)
+        tries = self._retries.pop(name, 0)
         if tries < len(RETRY_DELAYS):
             self._retries[name] = tries + 1
             self._later(name, RETRY_DELAYS[tries])
-        else:
-            self._retries.pop(name, None)
 
     def _later(self, name: str, delay: float) -> None:
         """Look at `name` again in `delay` seconds (an update, with its usual rules)."""
         loop = asyncio.get_running_loop()
-        service_name = name + _SUFFIX
-        self._timers[name] = loop.call_later(delay, self.note, service_name, Change.UPDATED)
+        self._timers[name] = loop.call_later(delay, self.note, name + _SUFFIX, Change.UPDATED)
 
     async def _resolve_with_zeroconf(self, service_name: str) -> Advert | None:
         if self._zeroconf is None:
             return None
-        info = AsyncServiceInfo(SERVICE_TYPE, service_name)
         try:
+            info = AsyncServiceInfo(SERVICE_TYPE, service_name)
             await info.async_request(self._zeroconf.zeroconf, self._resolve_timeout * 1000)
         except (zeroconf.Error, OSError) as exc:
             raise DiscoveryError(f"cannot resolve {service_name}: {exc}") from exc
@@ -405,8 +395,3 @@ class Discovery:
                 await browser.async_cancel()
             if instance is not None:
                 await instance.async_close()
-
-    def _described(self) -> str:
-        if isinstance(self.interfaces, InterfaceChoice):
-            return "all interfaces"
-        return ", ".join(self.interfaces)

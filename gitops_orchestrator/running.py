@@ -22,6 +22,8 @@ from .store import Store
 
 # How often a pending result is asked for again.
 POLL = 0.05
+# Seconds the first call may take even when the wait is shorter.
+FIRST_CALL_MIN = 1.0
 
 
 @dataclass(frozen=True)
@@ -44,18 +46,28 @@ class Runner:
         wait: float,
     ) -> RunResult:
         """Call the deployment's first step and follow its results to the end."""
+        deadline = time.monotonic() + wait
         url, method = await asyncio.to_thread(self._entry, deployment)
         params = {f"param{index}": value for index, value in enumerate(args)}
         try:
-            answer = await self.client.request(
-                method.upper(), url, params=params, files=dict(files) or None
-            )
+            # A GET runs before it answers, so the first call shares the wait; it gets at least
+            # a moment, so that `?wait=0` still returns the resultUrl to follow.
+            async with asyncio.timeout(max(FIRST_CALL_MIN, deadline - time.monotonic())):
+                answer = await self.client.request(
+                    method.upper(), url, params=params, files=dict(files) or None
+                )
+        except TimeoutError as exc:
+            raise RunFailed(
+                504, f"the first step's device did not answer within {wait:g} s"
+            ) from exc
         except httpx.HTTPError as exc:
-            raise RunFailed(502, f"the first step's device did not answer: {exc}") from exc
+            raise RunFailed(
+                502, f"the first step's device did not answer: {_describe(exc)}"
+            ) from exc
         result_url = _json(answer).get("resultUrl") if answer.is_success else None
         if not isinstance(result_url, str):
             raise RunFailed(502, f"the first step's device answered {answer.status_code}")
-        return await self._follow(result_url, deadline=time.monotonic() + wait)
+        return await self._follow(result_url, deadline=deadline)
 
     def _entry(self, deployment: str) -> tuple[str, str]:
         snapshot = self.store.desired_snapshot()
@@ -82,9 +94,13 @@ class Runner:
             if time.monotonic() > deadline:
                 raise RunFailed(504, "the result is not ready yet", result_url=url)
             try:
-                answer = await self.client.get(url)
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    answer = await self.client.get(url)
+            except TimeoutError as exc:
+                raise RunFailed(504, "the result is not ready yet", result_url=url) from exc
             except httpx.HTTPError as exc:
-                raise RunFailed(502, f"cannot read {url}: {exc}", result_url=url) from exc
+                message = f"cannot read {url}: {_describe(exc)}"
+                raise RunFailed(502, message, result_url=url) from exc
             if answer.status_code == 404:  # pending: queued or still running
                 await asyncio.sleep(POLL)
                 continue
@@ -112,6 +128,11 @@ def _decoded(result: Any, entry: Mapping[str, Any], url: str) -> Any:
         return int(value)
     except (TypeError, ValueError):
         return value
+
+
+def _describe(exc: Exception) -> str:
+    """httpx errors often have no message (a ReadTimeout): name the error then."""
+    return str(exc) or type(exc).__name__
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

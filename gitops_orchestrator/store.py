@@ -339,6 +339,21 @@ class Store(FleetRecords):
             row = self._db.execute("SELECT * FROM commits WHERE commit_sha = ?", (sha,)).fetchone()
         return _commit_record(row) if row else None
 
+    def file_digests(self, module: str, file: str) -> set[str]:
+        """The digests a module's file (`wasm` or a data file) has in the kept snapshots."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT module_digest, record FROM modules WHERE module = ?", (module,)
+            ).fetchall()
+        if file == "wasm":
+            return {digest for digest, _ in rows}
+        found = set()
+        for _, record in rows:
+            facts = json.loads(record)["data"].get(file)
+            if facts is not None:
+                found.add(facts["digest"])
+        return found
+
     def commit_count(self) -> int:
         with self._lock:
             (number,) = self._db.execute("SELECT COUNT(*) FROM commits").fetchone()

@@ -11,6 +11,7 @@ runs in `execution`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -146,6 +147,20 @@ class Deployment:
     mounts: dict[str, dict[str, Mounts]]
     links: dict[str, dict[str, FunctionLink]]
     body: dict[str, Any] = field(repr=False)
+
+
+def json_body(raw: bytes, content_type: str | None) -> Any:
+    """Flask's `request.get_json(silent=True)`: None unless a JSON content type and body."""
+    mimetype = (content_type or "").split(";")[0].strip().lower()
+    if not (
+        mimetype == "application/json"
+        or (mimetype.startswith("application/") and mimetype.endswith("+json"))
+    ):
+        return None  # corpus body-wrong-content-type
+    try:
+        return json.loads(raw)
+    except ValueError:  # corpus body-not-json
+        return None
 
 
 def build(body: Any, modules: list[ModuleFiles]) -> Deployment:

@@ -1,10 +1,10 @@
 """One virtual device: the state and behaviour of a Python supervisor, without the HTTP layer.
 
-`app` turns requests into calls of these methods; `fleet` owns the sockets, the shared HTTP
-client and the data folder. What the device keeps in memory (deployments, history, request
-counters, the `/register`ed orchestrator URL) is lost on `restart()`, as on the real one; module
-files stay in its folder. Outgoing calls (downloads, registration, logs, chained steps) use the
-fleet's client and never raise into a request except where the supervisor fails the request.
+`app` turns requests into calls of these methods; `fleet` owns the sockets, the data folder
+and the HTTP client each device is given. What the device keeps in memory (deployments, history,
+request counters, the `/register`ed orchestrator URL) is lost on `restart()`, as on the real
+one; module files stay in its folder. Outgoing calls (downloads, registration, logs, chained
+steps) never fail a request except where the supervisor's would fail it.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
-import socket
 import time
 from collections.abc import Coroutine, Hashable, Sequence
 from dataclasses import dataclass
@@ -26,8 +24,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from . import deployment, execution
-from .execution import HistoryEntry, safe_name
+from . import deployment, execution, fetching, reporting
+from .execution import HistoryEntry
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +36,6 @@ DEFAULT_INTERFACES: tuple[str, ...] = (
     "fd_readdir", "fd_seek", "fd_write", "fd_close", "fd_prestat_get", "fd_prestat_dir_name",
     "sched_yield", "random_get", "proc_exit", "environ_sizes_get", "environ_get",
 )  # fmt: skip
-_CPUS = (
-    "12th Gen Intel(R) Core(TM) i7-12700H",
-    "AMD EPYC\u2122 Embedded 7551",
-    "Dual-core Arm Cortex-M0+",
-)
-SERVICE_TYPE = "_webthing._tcp.local."
 
 
 class Fault(StrEnum):
@@ -124,6 +116,7 @@ class SimulatedDevice:
         self._fault: Fault | None = None
         self._unhung = asyncio.Event()
         self._unhung.set()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._http = http
         self._announcer = announcer
         self._counters: dict[str, int] = {}
@@ -137,6 +130,7 @@ class SimulatedDevice:
             http=http,
             interfaces=frozenset(self.interfaces),
             chain_timeout=self.settings.chain_timeout,
+            log=self.log,
         )
         for sub in ("modules", "params", "uploads"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -153,7 +147,14 @@ class SimulatedDevice:
     @fault.setter
     def fault(self, fault: Fault | None) -> None:
         self._fault = fault
-        if fault is Fault.HANG:
+        # asyncio events are not thread-safe: a switch from another thread goes via the loop.
+        if self._loop is None or _running_loop() is self._loop:
+            self._apply_hang()
+        else:
+            self._loop.call_soon_threadsafe(self._apply_hang)
+
+    def _apply_hang(self) -> None:
+        if self._fault is Fault.HANG and not self.stopped:
             self._unhung.clear()
         else:
             self._unhung.set()
@@ -166,6 +167,7 @@ class SimulatedDevice:
 
     async def start(self) -> None:
         """What a supervisor does once it listens: register itself, watch its renewal timer."""
+        self._loop = asyncio.get_running_loop()
         self._checked_at = time.monotonic()
         self._spawn(self._renew_registration())
         if self._announcer is not None:
@@ -203,23 +205,13 @@ class SimulatedDevice:
     # -- orchestrator-facing routes ------------------------------------------------------
 
     def description(self) -> dict[str, Any]:
-        """`/.well-known/wasmiot-device-description`; `platform` is random on every call."""
-        return {
-            "platform": {
-                "cpu": {
-                    "clockSpeed": {"Hz": random.uniform(1e9, 3e9)},
-                    "humanReadableName": random.choice(_CPUS),
-                },
-                "memory": {"bytes": random.randint(1, 15) * 4_000_000_000},
-            },
-            "supervisorInterfaces": list(self.interfaces),
-        }
+        return reporting.description(self.interfaces)
 
     def health(self, forwarded_for: str | None) -> dict[str, float]:
         """`/health`; a check from the orchestrator's host resets the re-registration timer."""
         if self.orchestrator_url and forwarded_for == urlsplit(self.orchestrator_url).hostname:
             self._checked_at = time.monotonic()
-        return {"cpuUsage": round(random.uniform(0, 25), 1), "memoryUsage": random.random() / 20}
+        return reporting.health()
 
     async def register_orchestrator(self, url: Any) -> str | None:
         """`POST /register`: None on success, else the error the supervisor answers with 404."""
@@ -234,15 +226,7 @@ class SimulatedDevice:
         return None
 
     def registration(self) -> dict[str, Any]:
-        """The JSON a supervisor POSTs to `<orchestrator>/file/device/discovery/register`."""
-        return {
-            "name": self.name,
-            "type": SERVICE_TYPE,
-            "port": self.port,
-            "properties": {"path": "/", "tls": "0", "address": self.host},
-            "addresses": [self.host],
-            "host": f"{socket.gethostname()}.local.",
-        }
+        return reporting.registration(self.name, self.host, self.port)
 
     async def register_self(self) -> bool:
         """Announce the device to its orchestrator; False (logged) when that fails."""
@@ -271,29 +255,23 @@ class SimulatedDevice:
         """
         if not self.orchestrator_url:
             return
-        record = {
-            "timestamp": datetime.now().strftime("%Y-%m-%d %H:%M:%S,%f")[:-3],
-            "loglevel": level,
-            "message": message,
-            "funcName": function,
-            "deviceName": self.name,
-            "deviceIP": self.host,
-            **extra,
-        }
+        record = reporting.log_record(
+            level, message, function, device=self.name, address=self.host, **extra
+        )
         try:
             await self._http.post(
                 f"{self.orchestrator_url}/device/logs",
                 data={"logData": json.dumps(record)},
                 timeout=self.settings.log_timeout,
             )
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # logs are best effort: they never fail what is logged
             logger.debug("%s: log POST failed: %r", self.name, exc)
 
     # -- deployments ---------------------------------------------------------------------
 
     async def deploy(self, raw: bytes, content_type: str | None) -> tuple[int, Any]:
         """`POST /deploy`: (status, JSON answer or plain-text error)."""
-        body = _json_body(raw, content_type)
+        body = deployment.json_body(raw, content_type)
         status, answer = await self._deploy(body)
         self.deploy_requests.append(
             DeployRequest(body, content_type, status, accepted=answer == {"status": "success"})
@@ -308,7 +286,16 @@ class SimulatedDevice:
             if not modules:  # corpus modules-empty: answered, not deployed
                 return 200, {"message": "No modules listed"}
             # Downloads come first, so most rejected bodies still fetch (fetched_during_deploy).
-            fetched = [await self._fetch(module) for module in modules]
+            fetched = [
+                await fetching.fetch_module(
+                    module,
+                    client=self._http,
+                    folder=self.folder,
+                    timeout=self.settings.download_timeout,
+                    fail=self._fault is Fault.FAIL_DOWNLOADS,
+                )
+                for module in modules
+            ]
             built = deployment.build(body, fetched)
         except Exception as exc:  # the supervisor's unhandled exception: a 500 page
             logger.debug("%s: deploy rejected", self.name, exc_info=True)
@@ -317,36 +304,6 @@ class SimulatedDevice:
         self.deployments[built.id] = built
         await self.log("INFO", "Deployment created", "deployment_create")
         return 200, {"status": "success"}
-
-    async def _fetch(self, module: Any) -> deployment.ModuleFiles:
-        """Download a module's binary and data files and store them by module name."""
-        binary = await self._download(module["urls"]["binary"])
-        others = {
-            name: await self._download(url)
-            for name, url in module.get("urls", {}).get("other", {}).items()
-        }
-        failed = [r for r in (binary, *others.values()) if r.status_code >= 400]
-        if failed:
-            raise RuntimeError(f"{len(failed)} fetch failures")
-        name = safe_name(module["name"])
-        binary_path = self.folder / "modules" / name
-        binary_path.write_bytes(binary.content)
-        module_folder = self._context.params_folder / name
-        module_folder.mkdir(exist_ok=True)
-        data_files = {}
-        for file_name, response in others.items():
-            data_files[file_name] = module_folder / safe_name(file_name)
-            data_files[file_name].write_bytes(response.content)
-        return deployment.ModuleFiles(module["id"], name, binary_path, data_files)
-
-    async def _download(self, url: Any) -> httpx.Response:
-        if self._fault is Fault.FAIL_DOWNLOADS:
-            raise ConnectionError(f"simulated download failure of {url}")
-        if not isinstance(url, str):
-            raise TypeError(f"not a URL: {url!r}")
-        return await self._http.get(
-            url, timeout=self.settings.download_timeout, follow_redirects=True
-        )
 
     def delete(self, deployment_id: str) -> bool:
         """`DELETE /deploy/<id>`: False when the device does not know the deployment."""
@@ -398,7 +355,6 @@ class SimulatedDevice:
                 entry, self.deployments[entry.deployment_id], self._context
             )
             entry.success = True
-            await self.log("DEBUG", f"Execution result: {entry.result}", "do_wasm_work", **ids)
         except Exception as exc:  # every failure is a 500 history entry, never a crash
             logger.debug("%s: %s failed", self.name, entry.request_id, exc_info=True)
             entry.result = str(exc)
@@ -428,15 +384,8 @@ class SimulatedDevice:
         return task
 
 
-def _json_body(raw: bytes, content_type: str | None) -> Any:
-    """Flask's `request.get_json(silent=True)`: None unless a JSON content type and body."""
-    mimetype = (content_type or "").split(";")[0].strip().lower()
-    if not (
-        mimetype == "application/json"
-        or (mimetype.startswith("application/") and mimetype.endswith("+json"))
-    ):
-        return None
+def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
-        return json.loads(raw)
-    except ValueError:
+        return asyncio.get_running_loop()
+    except RuntimeError:
         return None

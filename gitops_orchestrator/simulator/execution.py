@@ -18,7 +18,7 @@ from datetime import datetime
 from email.utils import format_datetime
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -60,6 +60,12 @@ class HistoryEntry:
         }
 
 
+class Log(Protocol):
+    """`SimulatedDevice.log`: ships one log line to the orchestrator, never raises."""
+
+    async def __call__(self, level: str, message: str, function: str, **extra: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class Context:
     """What a run needs from its device."""
@@ -68,6 +74,7 @@ class Context:
     http: httpx.AsyncClient
     interfaces: Collection[str]
     chain_timeout: float
+    log: Log
 
 
 async def work(entry: HistoryEntry, deployment: Deployment, context: Context) -> Any:
@@ -92,13 +99,19 @@ async def work(entry: HistoryEntry, deployment: Deployment, context: Context) ->
         folder=folder,
         interfaces=context.interfaces,
     )
+    ids = {
+        "request_id": entry.request_id,
+        "deployment_id": entry.deployment_id,
+        "module_name": module.name,
+    }
+    await context.log("DEBUG", f"Execution result: {output}", "do_wasm_work", **ids)
     value, files = _interpret(
         deployment.endpoints[module.name][function].response, mounts[MountStage.OUTPUT], output
     )
     next_step = deployment.links[module.name][function].to
     if not next_step:
         return [value, None if files is None else [mount.path for mount in files]]
-    return await _call(next_step, value, files or [], folder, context)
+    return await _call(next_step, value, files or [], folder, context, ids)
 
 
 def _mount_inputs(
@@ -123,12 +136,14 @@ def _mount_inputs(
         raise RuntimeError(f"required input files not found:  {missing}")
     # The output list is looked up here, before the run, as the supervisor does.
     for mount in chain(execution_stage, deployment_stage, mounts[MountStage.OUTPUT]):
-        if mount.stage == MountStage.EXECUTION:
-            source = Path(uploads[mount.path]) if mount.path in uploads else None
+        # By the item's own stage, not the list it is in, as the supervisor does.
+        if mount.stage == MountStage.OUTPUT:
+            continue
+        source = None
+        if mount.stage == MountStage.EXECUTION and mount.path in uploads:
+            source = Path(uploads[mount.path])
         elif mount.stage == MountStage.DEPLOYMENT:
             source = data_files.get(mount.path)
-        else:
-            continue
         if source is None:
             raise RuntimeError(f'Missing input file "{mount.path}"')
         target = folder / safe_name(mount.path)
@@ -154,7 +169,12 @@ def _interpret(
 
 
 async def _call(
-    to: Any, value: str | None, files: list[MountPathFile], folder: Path, context: Context
+    to: Any,
+    value: str | None,
+    files: list[MountPathFile],
+    folder: Path,
+    context: Context,
+    ids: dict[str, str],
 ) -> Any:
     """Call the next step with this step's result; its resultUrl is this step's result."""
     url = to.url.rstrip("/") + to.path
@@ -167,13 +187,13 @@ async def _call(
     if method not in _REQUESTS_FUNCTIONS:
         # `getattr(requests, "GET")` on the supervisor (corpus chain-to-method-uppercase-GET).
         raise AttributeError(f"module 'requests' has no attribute '{method}'")
-    parts = {
-        Path(mount.path).name: (
-            Path(mount.path).name,
-            (folder / safe_name(mount.path)).read_bytes(),
-        )
-        for mount in files
-    }
+    message = f"Making sub-call from '{ids['module_name']}' to '{url}'"
+    await context.log("DEBUG", message, "do_wasm_work", **ids)
+    # File results go as multipart parts named after the output mounts.
+    parts = {}
+    for mount in files:
+        name = safe_name(mount.path)
+        parts[name] = (name, (folder / name).read_bytes())
     response = await context.http.request(
         method.upper(), url, files=parts or None, timeout=context.chain_timeout
     )

@@ -1,11 +1,11 @@
 """Hosting many simulated devices in one process, and the `device` command's entry point.
 
 Each device listens on its own (host, port). One `Fleet.add()` call binds a socket per device
-and serves them all with a single uvicorn server (uvicorn accepts a list of sockets) and one
-shared ASGI app that finds the device by the local address of the connection: one accept loop
-per socket, but one server tick and one app for the batch, which keeps a thousand devices cheap.
-The fleet also owns what devices share: the outgoing HTTP client, the data folder (a temporary
-one unless given; never the working directory) and the optional mDNS responder.
+and serves the batch with one uvicorn server (`serving`) and one ASGI app shared by the whole
+fleet, which finds the device by the local address of the connection: a thousand devices cost
+a thousand sockets, not a thousand servers. The fleet owns what devices share or need from
+outside: the data folder (a temporary one unless given; never the working directory), their
+HTTP clients and the optional mDNS responder. `FleetThread` runs a fleet for synchronous code.
 """
 
 from __future__ import annotations
@@ -24,17 +24,14 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
-import uvicorn
 
+from . import serving
 from .app import Address, DeviceApp
 from .device import DEFAULT_INTERFACES, DeviceSettings, SimulatedDevice
 from .mdns import Advertiser
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-_WILDCARDS = ("", "0.0.0.0")
-# Seconds uvicorn waits for open requests when a fleet closes; hanging ones are released first.
-_GRACEFUL_SHUTDOWN = 1
 
 
 class Fleet:
@@ -73,7 +70,7 @@ class Fleet:
         self._by_address: dict[Address, SimulatedDevice] = {}
         self._by_port: dict[int, SimulatedDevice] = {}  # devices listening on 0.0.0.0
         self._app = DeviceApp(self._find)
-        self._servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+        self._servers: list[serving.Server] = []
 
     def __getitem__(self, name: str) -> SimulatedDevice:
         return self.devices[name]
@@ -116,12 +113,14 @@ class Fleet:
         ports = [port] * count if isinstance(port, int) else list(port)
         if not len(hosts) == len(ports) == count or len(set(names)) != count:
             raise ValueError("give one host, port and unique name per device")
+        if any("." in name or not name for name in names):
+            raise ValueError(f"device names are not empty and have no dot: {names}")
         if taken := set(names) & set(self.devices):
             raise ValueError(f"devices already exist: {sorted(taken)}")
         sockets: list[socket.socket] = []
         try:
             for bind_host, bind_port in zip(hosts, ports, strict=True):
-                sockets.append(_bind(bind_host, bind_port))
+                sockets.append(serving.bind(bind_host, bind_port))
         except OSError:
             for sock in sockets:
                 sock.close()
@@ -133,7 +132,7 @@ class Fleet:
             bound_host, bound_port = sock.getsockname()[:2]
             device = SimulatedDevice(
                 name,
-                host=primary_address() if bound_host in _WILDCARDS else bound_host,
+                host=serving.primary_address() if bound_host in serving.WILDCARDS else bound_host,
                 port=bound_port,
                 folder=self.data_dir / name,
                 http=self._client(),
@@ -143,27 +142,26 @@ class Fleet:
                 announcer=self._advertiser,
             )
             self.devices[name] = device
-            if bound_host in _WILDCARDS:
+            if bound_host in serving.WILDCARDS:
                 self._by_port[bound_port] = device
             else:
                 self._by_address[(bound_host, bound_port)] = device
             devices.append(device)
-        await self._serve(sockets)
+        self._servers.append(await serving.Server.start(self._app, sockets))
         await asyncio.gather(*(device.start() for device in devices))
         return devices
 
     async def close(self) -> None:
         """Stop every device and server, then release the client and the temporary folder."""
         await asyncio.gather(*(device.stop() for device in self.devices.values()))
-        for server, _task in self._servers:
-            server.should_exit = True
         # The servers finish the requests in flight (which may still call out) first.
-        await asyncio.gather(*(task for _server, task in self._servers))
+        await asyncio.gather(*(server.stop() for server in self._servers))
         self._servers.clear()
         await asyncio.gather(*(client.aclose() for client in self._clients))
         self._clients.clear()
         if self._advertiser is not None:
             await self._advertiser.close()
+            self._advertiser = None
         if self._temporary is not None:
             self._temporary.cleanup()
 
@@ -181,57 +179,6 @@ class Fleet:
         if address is None:
             return None
         return self._by_address.get(address) or self._by_port.get(address[1])
-
-    async def _serve(self, sockets: list[socket.socket]) -> None:
-        config = uvicorn.Config(
-            self._app,
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            proxy_headers=False,  # /health reads X-Forwarded-For itself
-            ws="none",
-            timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN,
-        )
-        server = _EmbeddedServer(config)
-        task = asyncio.create_task(server.serve(sockets=sockets))
-        self._servers.append((server, task))
-        while not server.started:
-            if task.done():
-                task.result()  # raises why it could not start
-                raise RuntimeError("the device server stopped while starting")
-            await asyncio.sleep(0.005)
-
-
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn without its signal handlers: whoever runs the fleet decides about signals."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    # proto=IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are
-    # TCP, and without it each keep-alive answer waits ~40 ms for a delayed ACK (Nagle).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def primary_address() -> str:
-    """The address of the default route's interface (no packet is sent), else 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("10.255.255.255", 1))
-            address: str = probe.getsockname()[0]
-        except OSError:
-            address = "127.0.0.1"
-    return address
 
 
 @contextlib.asynccontextmanager
@@ -251,14 +198,20 @@ class FleetThread:
 
     def __init__(self, **options: Any) -> None:
         self._options = options
-        self._loop = asyncio.new_event_loop()
-        self._loop.set_default_executor(_ThreadPerCall())
-        self._thread = threading.Thread(target=self._loop.run_forever, name="simulator")
+        self._loop: asyncio.AbstractEventLoop  # made by __enter__
+        self._thread: threading.Thread | None = None
         self.fleet: Fleet
 
     def __enter__(self) -> FleetThread:
+        self._loop = asyncio.new_event_loop()
+        self._loop.set_default_executor(_ThreadPerCall())
+        self._thread = threading.Thread(target=self._loop.run_forever, name="simulator")
         self._thread.start()
-        self.fleet = self.run(self._open())
+        try:
+            self.fleet = self.run(self._open())
+        except BaseException:
+            self._stop_loop()
+            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -280,14 +233,20 @@ class FleetThread:
         return self.run(call())
 
     def close(self) -> None:
-        if not self._thread.is_alive():
+        if self._thread is None or not self._thread.is_alive():
             return
         try:
             self.run(self.fleet.close())
+        finally:
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        try:
             self.run(self._loop.shutdown_default_executor())
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
+            if self._thread is not None:
+                self._thread.join()
             self._loop.close()
 
     async def _open(self) -> Fleet:
@@ -304,7 +263,7 @@ class _ThreadPerCall(concurrent.futures.ThreadPoolExecutor):
 
     def __init__(self) -> None:
         super().__init__(max_workers=1)
-        self._threads: set[threading.Thread] = set()
+        self._running: set[threading.Thread] = set()
         self._lock = threading.Lock()
 
     def submit(
@@ -321,17 +280,17 @@ class _ThreadPerCall(concurrent.futures.ThreadPoolExecutor):
                         future.set_exception(exc)
             finally:
                 with self._lock:
-                    self._threads.discard(threading.current_thread())
+                    self._running.discard(threading.current_thread())
 
         thread = threading.Thread(target=run, name="simulator-job", daemon=True)
         with self._lock:
-            self._threads.add(thread)
+            self._running.add(thread)
         thread.start()
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
-            threads = list(self._threads)
+            threads = list(self._running)
         for thread in threads if wait else ():
             thread.join()
 
@@ -376,7 +335,7 @@ async def serve_device(
 ) -> None:
     """`run_device` inside a running loop; returns when `stop` is set (or on a signal)."""
     stop = stop or asyncio.Event()
-    advertised = primary_address() if host in _WILDCARDS else host
+    advertised = serving.primary_address() if host in serving.WILDCARDS else host
     fleet = Fleet(data_dir=data_dir, mdns_interfaces=[advertised] if mdns else None)
     async with fleet:
         [device] = await fleet.add(

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from zeroconf import IPVersion, ServiceInfo
 from zeroconf.asyncio import AsyncZeroconf
 
-from .device import SERVICE_TYPE, SimulatedDevice
+from .device import SimulatedDevice
+from .reporting import SERVICE_TYPE
 
 
 def service_info(device: SimulatedDevice) -> ServiceInfo:

@@ -12,7 +12,15 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    IPvAnyAddress,
+    StringConstraints,
+    ValidationError,
+)
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -23,12 +31,22 @@ from .responses import BodyTooLarge, error, limited_body
 MAX_REGISTRATION = 64 * 1024
 
 
+def _text(value: object) -> object:
+    if not isinstance(value, str):
+        raise ValueError("an address is written as text, like '10.0.0.5'")
+    return value
+
+
+# Only IPs: they become the URLs we call, and a registration is not signed.
+Address = Annotated[IPvAnyAddress, BeforeValidator(_text)]
+
+
 class Properties(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     path: str = "/"
     tls: str = "0"
-    address: str | None = None
+    address: Address | None = None
 
 
 class Registration(BaseModel):
@@ -40,9 +58,7 @@ class Registration(BaseModel):
     port: int = Field(ge=1, le=65535)
     type: str = "_webthing._tcp.local."
     properties: Properties = Field(default_factory=Properties)
-    addresses: list[Annotated[str, StringConstraints(max_length=64)]] | None = Field(
-        default=None, max_length=16
-    )
+    addresses: list[Address] | None = Field(default=None, max_length=16)
     host: str | None = None
 
 
@@ -66,9 +82,9 @@ def register(introducer: Introducer) -> Callable[[Request], Awaitable[Response]]
             return error(400, f"invalid registration: {where}: {first['msg']}".replace(": :", ":"))
         except (UnicodeDecodeError, json.JSONDecodeError):
             return error(400, "invalid registration: the body is not JSON")
-        addresses = list(registration.addresses or [])
+        addresses = [str(address) for address in registration.addresses or []]
         if registration.properties.address:
-            addresses.append(registration.properties.address)
+            addresses.append(str(registration.properties.address))
         if not addresses and request.client is not None:
             addresses = [request.client.host]  # protocol §1: use the peer's address
         introducer.submit(

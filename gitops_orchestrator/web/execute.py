@@ -9,6 +9,8 @@ result is not ready within the wait (30 s by default, `?wait=` seconds, at most 
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -19,6 +21,7 @@ from starlette.responses import Response
 from ..errors import RunFailed
 from .responses import BodyTooLarge, JSONResponse, error, limited_body
 
+INTEGER = re.compile(r"-?\d{1,20}")
 DEFAULT_WAIT = 30.0
 MAX_WAIT = 300.0
 # Input files for IoT functions (an image, a sensor dump) are small; larger is a mistake.
@@ -50,7 +53,9 @@ def execute(runner: DeploymentRunner) -> Callable[[Request], Awaitable[Response]
     async def endpoint(request: Request) -> Response:
         deployment = request.path_params["deployment"]
         try:
-            wait = min(float(request.query_params.get("wait", DEFAULT_WAIT)), MAX_WAIT)
+            wait = float(request.query_params.get("wait", DEFAULT_WAIT))
+            if not math.isfinite(wait) or not 0 <= wait <= MAX_WAIT:
+                raise ValueError(f"wait is a number of seconds from 0 to {MAX_WAIT:g}")
             args, files = await _arguments(request)
         except BodyTooLarge:
             return error(413, f"the request is larger than {MAX_EXECUTE_BODY} bytes")
@@ -109,7 +114,8 @@ def _positional(values: Mapping[str, Any]) -> list[str]:
         if f"param{index}" not in values:
             raise ValueError(f"expected param0..param{len(values) - 1}, got {sorted(values)}")
         value = values[f"param{index}"]
-        if isinstance(value, bool) or not isinstance(value, int | str):
-            raise ValueError(f"param{index} must be an integer")
-        args.append(str(value))
+        is_integer = isinstance(value, int) and not isinstance(value, bool)
+        if not (is_integer or (isinstance(value, str) and INTEGER.fullmatch(value.strip()))):
+            raise ValueError(f"param{index} must be an integer, not {str(value)[:40]!r}")
+        args.append(str(value).strip())
     return args

@@ -2,8 +2,9 @@
 
 Deploy bodies pin every URL to a digest (`?digest=<sha256>`), so a device that downloads while
 a newer commit rolls out still gets the bytes it was sent for; those are served from the blob
-store for as long as a kept snapshot uses them. Without `?digest=` the desired commit's file is
-served, as the original orchestrator did. These routes never need a token (devices call them).
+store for as long as a kept snapshot has that file of that module with that digest. Without
+`?digest=` the desired commit's file is served, as the original orchestrator did. These routes
+never need a token (devices call them).
 """
 
 from __future__ import annotations
@@ -34,8 +35,11 @@ async def module_file(request: Request) -> Response:
     media_type = "application/wasm" if file == "wasm" else "application/octet-stream"
     pinned = request.query_params.get("digest")
     if pinned is not None:
-        if not DIGEST.match(pinned) or not store.blobs.has(pinned):
-            return error(404, f"no file with digest {pinned!r} is kept")
+        kept = (
+            await asyncio.to_thread(store.file_digests, name, file) if DIGEST.match(pinned) else ()
+        )
+        if pinned not in kept or not store.blobs.has(pinned):
+            return error(404, f"module {name!r} has no kept {file!r} with digest {pinned!r}")
         return FileResponse(store.blobs.path(pinned), media_type=media_type)
     digest = _digest(module, file) if module else None
     if digest is None:

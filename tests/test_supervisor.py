@@ -1,0 +1,279 @@
+"""`SupervisorClient`: what counts as success, and how every failure becomes one of ours.
+
+This is the one place where the device is faked: the fakes are plain callables handed to
+`httpx.MockTransport` (httpx's own test style), so each test states the exact answer a device
+gives and the exact request it receives. Everywhere else, tests talk to simulated supervisors
+over real sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from test_serve import free_port
+
+from gitops_orchestrator.errors import SupervisorRejected, SupervisorUnreachable
+from gitops_orchestrator.supervisor import DESCRIPTION_PATH, MAX_ANSWER, SupervisorClient
+
+T = TypeVar("T")
+Handler = Callable[[httpx.Request], httpx.Response]
+
+DEVICE = "http://10.0.0.5:5000"
+BODY: dict[str, Any] = {
+    "deploymentId": "fibo-chain",
+    "modules": [
+        {
+            "id": "fibo",
+            "name": "fibo",
+            "urls": {
+                "binary": "http://orch:3000/file/module/fibo/wasm?digest=ab",
+                "description": "http://orch:3000/file/module/fibo/description",
+                "other": {},
+            },
+        }
+    ],
+    "endpoints": {},
+    "instructions": {"modules": {}},
+    "mounts": {},
+}
+ERROR_PAGE = (
+    "<!doctype html>\n<html lang=en>\n<title>500 Internal Server Error</title>\n"
+    "<h1>Internal Server Error</h1>\n<p>The server encountered an internal error and was "
+    "unable to complete your request. Either the server is overloaded or there is an error "
+    "in the application.</p>\n" + "<!-- padding -->\n" * 40
+)
+
+
+class Recorder:
+    """A fake device: answers every request with `answer(request)` and keeps the requests."""
+
+    def __init__(self, answer: Handler) -> None:
+        self.answer = answer
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return self.answer(request)
+
+
+def call(handler: Handler, action: Callable[[SupervisorClient], Coroutine[Any, Any, T]]) -> T:
+    """Run `action` on a SupervisorClient whose device is `handler`."""
+
+    async def main() -> T:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+            return await action(SupervisorClient(client))
+
+    return asyncio.run(main())
+
+
+def answering(status: int, **content: Any) -> Recorder:
+    return Recorder(lambda _request: httpx.Response(status, **content))
+
+
+def deploy(supervisor: SupervisorClient) -> Coroutine[Any, Any, None]:
+    return supervisor.deploy(DEVICE, BODY)
+
+
+# -- deploy --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [{"status": "success"}, {"status": "success", "deploymentId": "fibo-chain"}],
+    ids=["python", "rust"],
+)
+def test_deploy_succeeds_on_status_success(answer: dict[str, str]) -> None:
+    device = answering(200, json=answer)
+    call(device, deploy)
+    [request] = device.requests
+    assert request.method == "POST"
+    assert str(request.url) == DEVICE + "/deploy"  # one slash, unlike the original
+    assert request.headers["content-type"] == "application/json"
+    assert json.loads(request.content) == BODY
+
+
+@pytest.mark.parametrize(
+    ("status", "content", "shown"),
+    [
+        (200, {"json": {"message": "Non-existent or malformed deployment data"}}, "malformed"),
+        (200, {"json": {"status": "error"}}, "200"),
+        (200, {"json": ["success"]}, "200"),
+        (200, {"text": "success"}, "200 success"),
+        (200, {"content": b""}, "200"),
+        (400, {"json": {"status": "success"}}, "400"),
+        (400, {"json": {"result": "bad schema", "status": "error"}}, "bad schema"),
+        (500, {"json": {"result": "KeyError: 'mounts'", "status": "error"}}, "KeyError"),
+        (503, {"text": "device stopped"}, "503 device stopped"),
+    ],
+    ids=[
+        "200-message", "200-status-error", "200-json-list", "200-not-json", "200-empty",
+        "400-even-with-success", "400-json", "500-json", "503-text",
+    ],
+)  # fmt: skip
+def test_deploy_anything_but_success_is_rejected(
+    status: int, content: dict[str, Any], shown: str
+) -> None:
+    with pytest.raises(SupervisorRejected, match="deploy refused") as raised:
+        call(answering(status, **content), deploy)
+    assert shown in str(raised.value)
+
+
+def test_a_500_html_page_becomes_a_short_one_line_message() -> None:
+    page = answering(500, text=ERROR_PAGE, headers={"Content-Type": "text/html"})
+    with pytest.raises(SupervisorRejected) as raised:
+        call(page, deploy)
+    message = str(raised.value)
+    assert message.startswith("deploy refused: 500 <!doctype html> <html lang=en>")
+    assert "\n" not in message
+    assert len(message) <= 250
+    assert message.endswith("...")
+
+
+def test_an_answer_over_the_limit_is_rejected_whatever_it_says() -> None:
+    padding = " " * MAX_ANSWER
+    huge = answering(200, content=f'{{"status": "success"{padding}}}'.encode())
+    with pytest.raises(SupervisorRejected, match="more than"):
+        call(huge, deploy)
+    # The limit itself is fine.
+    exact = '{"status":"success"}'
+    fits = answering(200, content=(exact + " " * (MAX_ANSWER - len(exact))).encode())
+    call(fits, deploy)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        httpx.ConnectError("[Errno 111] Connection refused"),
+        httpx.ConnectTimeout("connect timed out"),
+        httpx.ReadTimeout("read timed out"),
+        httpx.RemoteProtocolError("server disconnected without sending a response"),
+        httpx.ReadError("connection reset by peer"),
+    ],
+    ids=["refused", "connect-timeout", "read-timeout", "disconnected", "reset"],
+)
+def test_no_answer_is_unreachable(failure: httpx.TransportError) -> None:
+    def broken(request: httpx.Request) -> httpx.Response:
+        failure.request = request
+        raise failure
+
+    for action in (
+        deploy,
+        lambda s: s.undeploy(DEVICE, "fibo-chain"),
+        lambda s: s.register(DEVICE, "http://orch:3000"),
+        lambda s: s.description(DEVICE),
+    ):
+        with pytest.raises(SupervisorUnreachable) as raised:
+            call(broken, action)
+        assert raised.value.__cause__ is failure
+        assert DEVICE in str(raised.value)
+
+
+def test_a_timeout_says_so() -> None:
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    with pytest.raises(
+        SupervisorUnreachable, match=r"POST http://10\.0\.0\.5:5000/deploy timed out"
+    ):
+        call(slow, deploy)
+
+
+def test_a_real_refused_connection_is_unreachable() -> None:
+    async def main() -> None:
+        async with httpx.AsyncClient(trust_env=False, timeout=2.0) as client:
+            # A port just bound and released: nothing listens on it.
+            await SupervisorClient(client).deploy(f"http://127.0.0.1:{free_port()}", BODY)
+
+    with pytest.raises(SupervisorUnreachable):
+        asyncio.run(main())
+
+
+# -- undeploy and register -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "content"),
+    [
+        (200, {"json": {"status": "success"}}),
+        (404, {"json": {"result": "deployment does not exist", "status": "error"}}),
+        (404, {"text": "Not Found"}),
+    ],
+    ids=["removed", "already-gone", "already-gone-text"],
+)
+def test_undeploy_is_done_on_200_and_404(status: int, content: dict[str, Any]) -> None:
+    device = answering(status, **content)
+    call(device, lambda s: s.undeploy(DEVICE, "fibo-chain"))
+    [request] = device.requests
+    assert request.method == "DELETE"
+    assert str(request.url) == DEVICE + "/deploy/fibo-chain"
+
+
+@pytest.mark.parametrize("status", [400, 500, 503])
+def test_undeploy_refused(status: int) -> None:
+    with pytest.raises(SupervisorRejected, match=f"undeploy refused: {status}"):
+        call(answering(status, text="nope"), lambda s: s.undeploy(DEVICE, "fibo-chain"))
+
+
+def test_register_posts_our_url() -> None:
+    device = answering(200, json={"status": "success"})
+    call(device, lambda s: s.register(DEVICE, "http://192.168.1.2:3000"))
+    [request] = device.requests
+    assert (request.method, str(request.url)) == ("POST", DEVICE + "/register")
+    assert request.headers["content-type"] == "application/json"
+    assert json.loads(request.content) == {"url": "http://192.168.1.2:3000"}
+
+
+def test_register_refused_on_the_supervisors_404() -> None:
+    refused = answering(404, json={"result": "Orchestrator url is invalid", "status": "error"})
+    with pytest.raises(SupervisorRejected, match="url is invalid"):
+        call(refused, lambda s: s.register(DEVICE, "nonsense"))
+
+
+# -- description -----------------------------------------------------------------------------
+
+
+def test_description_is_returned_as_the_device_sent_it() -> None:
+    document = {
+        "platform": {"cpu": {"humanReadableName": "Dual-core Arm Cortex-M0+"}},
+        "supervisorInterfaces": ["millis", "fd_write"],
+    }
+    device = answering(200, json=document)
+    assert call(device, lambda s: s.description(DEVICE)) == document
+    [request] = device.requests
+    assert (request.method, str(request.url)) == ("GET", DEVICE + DESCRIPTION_PATH)
+
+
+def test_description_with_no_interfaces_is_fine() -> None:
+    assert call(
+        answering(200, json={"supervisorInterfaces": []}), lambda s: s.description(DEVICE)
+    ) == {"supervisorInterfaces": []}
+
+
+@pytest.mark.parametrize(
+    ("status", "content", "match"),
+    [
+        (200, {"text": "<html>hello</html>"}, "answered 200"),
+        (200, {"json": ["millis"]}, "answered 200"),
+        (200, {"json": {"platform": {}}}, "not a list of names"),
+        (200, {"json": {"supervisorInterfaces": "millis"}}, "not a list of names"),
+        (200, {"json": {"supervisorInterfaces": ["millis", 5]}}, "not a list of names"),
+        (200, {"json": {"supervisorInterfaces": [["millis"]]}}, "not a list of names"),
+        (200, {"json": {"supervisorInterfaces": None}}, "not a list of names"),
+        (404, {"json": {"supervisorInterfaces": ["millis"]}}, "answered 404"),
+        (500, {"text": "Internal Server Error"}, "answered 500 Internal Server Error"),
+    ],
+    ids=[
+        "not-json", "json-list", "interfaces-missing", "interfaces-string",
+        "interfaces-number", "interfaces-nested", "interfaces-null", "404", "500",
+    ],
+)  # fmt: skip
+def test_description_of_the_wrong_shape_is_rejected(
+    status: int, content: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(SupervisorRejected, match=match):
+        call(answering(status, **content), lambda s: s.description(DEVICE))
