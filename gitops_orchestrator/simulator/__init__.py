@@ -11,11 +11,14 @@ It is NOT a production supervisor: no security, everything in memory, fault swit
 It must not import the orchestrator's web, store, syncing or source layers.
 
     deployment   the deploy body read the supervisor's way (pure)
+    fetching     the module downloads of a deploy
     runtime      wasmtime runs of one function
     execution    one execution request: run, interpret, chain
+    reporting    description, health, registration and log shapes (pure)
     device       SimulatedDevice: state and behaviour of one supervisor
     app          the HTTP routes, one ASGI app for many devices
-    fleet        Fleet / FleetThread / run_device: sockets, uvicorn, shared client
+    serving      sockets and one uvicorn server per batch of devices
+    fleet        Fleet / FleetThread / run_device: many devices in one process
     mdns         advertisement on explicit interfaces
 """
 

@@ -194,8 +194,8 @@ async def execute(request: Request) -> Response:
 def _save_uploads(request: Request, body: bytes, folder: Path) -> dict[str, str]:
     """Save the multipart file parts (those with a filename, as Flask's `request.files`).
 
-    Parsed with the standard library's email parser: the supervisor's multipart is plain
-    enough, and it spares a dependency.
+    Parsed with the standard library's email parser, not Starlette's `request.form()`: its
+    UploadFile reads large parts through worker threads that outlive the request.
     """
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
