@@ -85,7 +85,8 @@ class Introducer:
             online_since=known.online_since if was_online and known else now,
             last_seen=now,
         )
-        event = Event("introduced" if known is None else "reintroduced", f"{name} at {url}")
+        kind = "introduced" if known is None else "reintroduced"
+        event = Event(kind, f"{name} at {url} ({origin})", device=name)
         await asyncio.to_thread(self.store.upsert_device, record, event=event)
         if known is not None and origin == "registered":
             # Protocol §2: a (re-)registration from a known device is a restart.

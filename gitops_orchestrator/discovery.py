@@ -36,9 +36,8 @@ logger = logging.getLogger(__name__)
 
 SERVICE_TYPE = "_webthing._tcp.local."
 _SUFFIX = "." + SERVICE_TYPE
-# RFC 6762 §10.2: records replaced by an announcement with the cache-flush bit stay cached
-# for one more second, so a moved device first resolves with its old address too. Looking
-# again after that second drops the old address.
+# RFC 6762 §10.2: records replaced by a cache-flush announcement stay cached one more second,
+# so a moved device first resolves with its old address too; looking again drops it.
 RECHECK_DELAY = 1.5
 # A supervisor may announce itself before its HTTP server answers: retry its introduction
 # (seconds before each try), then wait for its next announcement.
@@ -47,7 +46,6 @@ RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0)
 START_RETRY_MAX = 60.0
 
 Interfaces = list[str] | InterfaceChoice  # [] is `none`
-Resolver = Callable[[str], Awaitable["Advert | None"]]
 
 
 class DiscoveryError(OrchestratorError):
@@ -106,9 +104,8 @@ def action(pending: Pending, known: DeviceRecord | None, seen: Advert | None) ->
     if pending.change is Change.REMOVED or seen is None:
         # An add that cannot be resolved after a goodbye: the goodbye was the last word.
         left = pending.change is Change.REMOVED or pending.goodbye
-        return (
-            Action.GONE if left and known is not None and known.state != "gone" else Action.IGNORE
-        )
+        gone = left and known is not None and known.state != "gone"
+        return Action.GONE if gone else Action.IGNORE
     if known is None:
         return Action.INTRODUCE
     if known.state == "gone" or pending.goodbye:
@@ -176,10 +173,8 @@ def _missing(interfaces: Interfaces) -> list[str]:
     """The addresses no local interface has: zeroconf leaks a socket when given one."""
     if not isinstance(interfaces, list):
         return []
-    ips = [
-        ip.ip if isinstance(ip.ip, str) else ip.ip[0] for a in ifaddr.get_adapters() for ip in a.ips
-    ]
-    here = {ipaddress.ip_address(ip) for ip in ips}
+    ips = (ip.ip for adapter in ifaddr.get_adapters() for ip in adapter.ips)
+    here = {ipaddress.ip_address(ip if isinstance(ip, str) else ip[0]) for ip in ips}
     return [address for address in interfaces if ipaddress.ip_address(address) not in here]
 
 
@@ -204,8 +199,8 @@ class DeviceStore(Protocol):
 class Discovery:
     """Browses for supervisors and keeps the store's devices in step with what it hears.
 
-    `await start()` / `await close()`, or `run()` as a background loop. With `none`
-    interfaces nothing is ever opened. `resolve` replaces the zeroconf lookup (tests).
+    `start()`/`close()`, or `run()` as a background loop. With `none` interfaces nothing is
+    opened. `resolve` replaces the zeroconf lookup (tests).
     """
 
     def __init__(
@@ -217,7 +212,7 @@ class Discovery:
         wake: Callable[[], None],
         clock: Callable[[], float] = time.time,
         resolve_timeout: float = 3.0,
-        resolve: Resolver | None = None,
+        resolve: Callable[[str], Awaitable[Advert | None]] | None = None,
     ) -> None:
         self.interfaces = parse_interfaces(interfaces)
         self._where = (
@@ -236,6 +231,8 @@ class Discovery:
         self._worker: asyncio.Task[None] | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._retries: dict[str, int] = {}
+        # Who said goodbye: a health sweep in flight may record such a device online again.
+        self._left: set[str] = set()
         self._failing: set[str] = set()  # keys of failures logged at WARNING already
 
     async def start(self) -> None:
@@ -315,6 +312,8 @@ class Discovery:
                 self._retries.pop(name, None)
             seen = None if pending.change is Change.REMOVED else await self._resolve(service_name)
             known = await asyncio.to_thread(self._store.device, name)
+            if name in self._left:
+                pending = Pending(pending.change, goodbye=True)
             changed = await self._apply(name, action(pending, known, seen), known, seen)
             self._failing.discard(service_name)
             return changed
@@ -338,6 +337,7 @@ class Discovery:
             event = Event("gone", f"{name} said goodbye (mDNS)", device=name)
             await asyncio.to_thread(self._store.upsert_device, gone, event=event)
             logger.info("device %s left (mDNS goodbye)", name)
+            self._left.add(name)
             return True
         if seen is None or todo is Action.IGNORE:
             return False
@@ -352,6 +352,7 @@ class Discovery:
             self._retry(name)
             return False
         self._retries.pop(name, None)
+        self._left.discard(name)
         if todo is Action.RESTART:
             why = "announced again after a goodbye: restarted"
             await asyncio.to_thread(self._store.forget_applied, name, now=self._clock(), why=why)

@@ -285,7 +285,9 @@ class FleetRecords:
         with self._transaction() as db:
             db.executemany(
                 "UPDATE devices SET state = ?, online_since = ?, last_seen = ?, failures = ?, "
-                "orchestrator_set = ?, health = ?, checked_at = ? WHERE device = ?",
+                "orchestrator_set = ?, health = ?, checked_at = ? WHERE device = ? "
+                # A goodbye that came during the sweep wins over the sweep's older view.
+                "AND state != 'gone'",
                 [
                     (
                         d.state, d.online_since, d.last_seen, d.failures,

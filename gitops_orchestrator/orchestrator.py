@@ -22,9 +22,20 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from . import devices, health, logs, reconciler, running, source, supervisor, syncing
+from . import (
+    devices,
+    discovery,
+    health,
+    logs,
+    reconciler,
+    running,
+    source,
+    supervisor,
+    syncing,
+)
 from .settings import (
     DeviceSettings,
+    DiscoverySettings,
     LoaderSettings,
     ReconcileSettings,
     StoreSettings,
@@ -58,6 +69,7 @@ class Settings:
     loader: LoaderSettings = field(default_factory=LoaderSettings)
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
     devices: DeviceSettings = field(default_factory=DeviceSettings)
+    discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
 
 
 def default_public_url(host: str, port: int) -> str:
@@ -101,6 +113,10 @@ async def run(settings: Settings) -> None:
         store, devices_client, public_url, settings=settings.devices, wake=loop.wake
     )
     sink = logs.LogSink(store, settings=settings.devices)
+    browser = discovery.Discovery(
+        settings.discovery.mdns_interfaces, introducer=introducer, store=store, wake=loop.wake,
+        resolve_timeout=settings.discovery.resolve_timeout,
+    )  # fmt: skip
     local = isinstance(followed, source.LocalSource)
     syncer = syncing.Syncer(
         followed, store, settings=settings.sync, loader=settings.loader, on_desired=loop.wake,
@@ -109,7 +125,7 @@ async def run(settings: Settings) -> None:
     services = app.Services(
         store=store, repo=followed.display, branch=followed.branch, fetch=followed,
         introducer=introducer, runner=running.Runner(store, client), logs=sink,
-        background=[syncer.run, loop.run, checker.run, sink.run],
+        background=[syncer.run, loop.run, checker.run, sink.run, browser.run],
     )  # fmt: skip
     config = uvicorn.Config(
         app.create_app(services, settings.web), host=settings.web.host, port=settings.web.port,
@@ -119,6 +135,7 @@ async def run(settings: Settings) -> None:
     try:
         await _Server(config).serve()
     finally:
+        await browser.close()  # before the client and the store it uses
         await introducer.close()
         await client.aclose()
         followed.close()

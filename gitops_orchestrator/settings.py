@@ -151,3 +151,19 @@ class DeviceSettings:
     log_buffer: int = 10_000
     """Log entries waiting to be written at most; when the database falls behind, more are
     counted and dropped instead of filling memory."""
+
+
+@dataclass(frozen=True)
+class DiscoverySettings:
+    """How supervisors are found over mDNS (protocol §1)."""
+
+    mdns_interfaces: str = "all"
+    """Where to browse for `_webthing._tcp.local.` (`--mdns-interfaces`,
+    `GITOPS_MDNS_INTERFACES`): `all` (every interface, what a real site needs), `none` (no
+    mDNS at all: devices come from self-registration and `devices.yaml`), or comma-separated
+    IP addresses of this host's interfaces. Tests, demos and benchmarks never use `all`: they
+    name loopback or network namespaces of their own."""
+
+    resolve_timeout: float = 3.0
+    """Seconds to wait for an announced service's SRV, TXT and address records. They normally
+    come with the announcement itself; 3 s covers a lossy network and a slow device."""

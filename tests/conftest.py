@@ -86,6 +86,21 @@ def make_files() -> Callable[[Path, Files], Path]:
     return write_files
 
 
+@pytest.fixture(autouse=True, scope="session")
+def no_multicast_on_real_interfaces() -> Iterator[None]:
+    """Every orchestrator a test starts (and its children) browses no mDNS unless told to.
+
+    `serve` browses every interface by default, as a real site needs; tests never may.
+    """
+    previous = os.environ.get("GITOPS_MDNS_INTERFACES")
+    os.environ["GITOPS_MDNS_INTERFACES"] = "none"
+    yield
+    if previous is None:
+        del os.environ["GITOPS_MDNS_INTERFACES"]
+    else:
+        os.environ["GITOPS_MDNS_INTERFACES"] = previous
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_threads() -> object:
     """Every thread a test starts (watchers, servers, clients) is stopped by its end."""
@@ -149,6 +164,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Orchestrator]]:
     def start(repo: str, *extra: str, secret: str | None = WEBHOOK_SECRET) -> Orchestrator:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("GITOPS_")}
+        env["GITOPS_MDNS_INTERFACES"] = "none"
         if secret:
             env["GITOPS_WEBHOOK_SECRET"] = secret
         process = subprocess.Popen(
