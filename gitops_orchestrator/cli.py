@@ -22,11 +22,12 @@ import click
 import git
 import httpx
 
-from . import __version__, manifests, orchestrator, repo
+from . import __version__, discovery, manifests, orchestrator, repo
 from .errors import OrchestratorError, RepoError
 from .models import LoadResult, Problem, Snapshot
 from .settings import (
     DeviceSettings,
+    DiscoverySettings,
     LoaderSettings,
     ReconcileSettings,
     StoreSettings,
@@ -182,6 +183,14 @@ def validate(path: Path, ref: str | None, output_format: str, max_binary_size: i
     envvar="GITOPS_HEALTH_FAILURES",
     show_default=True,
 )
+@click.option(
+    "--mdns-interfaces",
+    default=DiscoverySettings.mdns_interfaces,
+    envvar="GITOPS_MDNS_INTERFACES",
+    show_default=True,
+    callback=lambda _ctx, _param, value: _mdns_interfaces(value),
+    help="Browse mDNS on: all, none, or comma-separated addresses of this host.",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info")
 def serve(**options: Any) -> None:
     """Run the orchestrator: follow --repo and serve the API on --host:--port."""
@@ -207,6 +216,7 @@ def serve(**options: Any) -> None:
             return_after=options["return_after"],
             concurrency=options["deploy_concurrency"],
         ),
+        discovery=DiscoverySettings(mdns_interfaces=options["mdns_interfaces"]),
         devices=DeviceSettings(
             health_interval=options["health_interval"],
             health_failures=options["health_failures"],
@@ -215,6 +225,14 @@ def serve(**options: Any) -> None:
         ),
     )
     _run(settings)
+
+
+def _mdns_interfaces(value: str) -> str:
+    try:
+        discovery.parse_interfaces(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    return value
 
 
 def _run(settings: orchestrator.Settings) -> None:
@@ -274,6 +292,7 @@ Stop with Ctrl-C.
         branch="main",
         data_dir=data_dir / "state",
         web=WebSettings(host="127.0.0.1", port=port, public_url=url),
+        discovery=DiscoverySettings(mdns_interfaces="127.0.0.1"),  # never `all` in the demo
     )
     logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
     asyncio.run(_demo(settings, names, data_dir / "devices"))
@@ -385,6 +404,87 @@ def device(
         name, host=host, port=port, orchestrator_url=orchestrator, interfaces=names, mdns=mdns,
         data_dir=data_dir,
     )  # fmt: skip
+
+
+@main.command()
+@click.option("--base", required=True, help="The commit the change starts from (a ref or sha).")
+@click.option("--head", required=True, help="The commit that would be merged (a ref or sha).")
+@click.option(
+    "--repo",
+    "repo_path",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="The repository, or the folder of it that holds the fleet's files.",
+)
+@click.option(
+    "--inventory",
+    "inventory_source",
+    metavar="FILE|URL",
+    help="Devices saved by `inventory`, or a running orchestrator's URL "
+    "(default: devices.yaml's devices with an address).",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "markdown", "json"]),
+    default="text",
+    show_default=True,
+)
+@click.option(
+    "--prune-limit",
+    type=click.FloatRange(0.0, 1.0),
+    default=ReconcileSettings.prune_limit,
+    envvar="GITOPS_PRUNE_LIMIT",
+    show_default=True,
+    help="The orchestrator's prune limit, to show what it would hold.",
+)
+def plan(
+    base: str,
+    head: str,
+    repo_path: Path,
+    inventory_source: str | None,
+    output_format: str,
+    prune_limit: float,
+) -> None:
+    """Show what merging HEAD onto BASE would do to the fleet, device by device.
+
+    Exit 0 when head is valid and every step can be placed, 1 otherwise, 2 on usage errors.
+    """
+    import time
+
+    from . import inventory, report, review
+
+    try:
+        fleet = (
+            inventory.load(inventory_source, token=os.environ.get("GITOPS_API_TOKEN") or None)
+            if inventory_source
+            else None
+        )
+        planned = review.plan_change(
+            repo_path, base=base, head=head, inventory=fleet, now=time.time(),
+            prune_limit=prune_limit,
+        )  # fmt: skip
+    except (RepoError, inventory.InventoryError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(report.render(planned, output_format))
+    if output_format == "json":
+        click.echo(f"plan: {planned.review.summary}", err=True)
+    sys.exit(0 if planned.review.ok else 1)
+
+
+@main.command("inventory")
+@click.option("--from", "url", required=True, help="Base URL of a running orchestrator.")
+def inventory_command(url: str) -> None:
+    """Print a running orchestrator's devices as {"devices": [...]}, for `plan --inventory`."""
+    from . import inventory
+
+    try:
+        items = inventory.fetch_items(url, token=os.environ.get("GITOPS_API_TOKEN") or None)
+    except inventory.InventoryError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps({"devices": items}, indent=2, ensure_ascii=False))
+    click.echo(f"{len(items)} devices from {url}", err=True)
 
 
 @contextmanager

@@ -6,13 +6,14 @@ into the devices placement sees. Only what was *observed* is taken from an item 
 url, interfaces, online_since, where its steps run): labels, admission and cordons come from
 the devices.yaml of the commit being placed, as in the orchestrator. Extra keys are ignored, so
 an inventory saved by a newer release still reads. This module maps httpx and JSON errors to
-`InventoryError`; it never reads the environment (the token is passed in).
+`InventoryError`; it never reads the environment (the token is passed in). Without an
+inventory, `assumed` makes one of devices.yaml.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,8 +22,9 @@ from typing import Any
 import httpx
 
 from .core.placement import StepKey
+from .core.review import CommitFacts
 from .errors import OrchestratorError
-from .models import DeviceId, DeviceState, DeviceView
+from .models import DeviceId, DeviceState, DeviceView, Snapshot
 
 DEVICES_ROUTE = "/api/v1/devices"
 PAGE = 500
@@ -118,6 +120,47 @@ def parse(document: Any, *, source: str) -> Inventory:
                     if isinstance(step, int):
                         running[(runs["deployment"], step)] = view.name
     return Inventory(devices=devices, running=running, source=source)
+
+
+def assumed(
+    snapshots: Iterable[Snapshot | None], facts: Iterable[CommitFacts]
+) -> tuple[dict[str, DeviceView], str]:
+    """The fleet without an inventory, and the note saying what was assumed.
+
+    The devices of devices.yaml (either commit's; head's address wins) with an address are
+    taken as online, those without one as known but offline (steps naming them wait). Their
+    interfaces are unknown: all are taken to offer every import the modules of both commits
+    need, since assuming less would call steps unplaceable for no reason. A device devices.yaml
+    does not list is unknown, as nothing says the orchestrator discovered it.
+    """
+    needs = frozenset(
+        name
+        for commit in facts
+        for module in commit.modules.values()
+        for name in module.requirements
+    )
+    fleet: dict[str, DeviceView] = {}
+    for snapshot in snapshots:
+        for name, entry in snapshot.devices.devices.items() if snapshot else ():
+            if entry.address:
+                url = entry.address.rstrip("/")
+                fleet[name] = DeviceView(name, url, DeviceState.ONLINE, needs)
+            elif name not in fleet:
+                fleet[name] = DeviceView(name, "", DeviceState.OFFLINE, needs)
+    online = sorted(name for name, view in fleet.items() if view.state is DeviceState.ONLINE)
+    offline = sorted(set(fleet) - set(online))
+    note = (
+        "no inventory: the devices of devices.yaml with an address "
+        f"({', '.join(online) or 'none'}) are taken as online"
+    )
+    if offline:
+        note += f", those without one ({', '.join(offline)}) as offline"
+    note += (
+        "; all as offering every import the modules need (a missing import is not detected), "
+        "and no other device as known. Save the fleet with `gitops-orchestrator inventory "
+        "--from URL` and plan with --inventory to see where steps really go"
+    )
+    return fleet, note
 
 
 def _device(item: Any, where: str) -> DeviceView:

@@ -12,7 +12,7 @@ file, a clock or the network.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -21,10 +21,7 @@ from ..models import (
     Admission,
     DeviceId,
     Devices,
-    DeviceState,
     DeviceView,
-    Function,
-    LoadedModule,
     Problem,
     Snapshot,
 )
@@ -63,7 +60,7 @@ class ModuleFacts:
     requirements: tuple[str, ...] = ()
     """The host functions a device must offer to run it (`supervisorInterfaces`)."""
     functions: Mapping[str, str] = field(default_factory=dict)
-    """Functions declared in module.yaml -> their signature (`signature`)."""
+    """Functions declared in module.yaml -> their signature (`review.signature`)."""
     data: Mapping[str, str] = field(default_factory=dict)
     """Data file name -> sha256."""
 
@@ -188,38 +185,6 @@ class Review:
         return ", ".join(parts)
 
 
-def signature(function: Function) -> str:
-    """A declared function as one line: `get(integer) -> integer [in.bin: execution]`."""
-    text = f"{function.method.value}({', '.join(function.params)}) -> {function.output}"
-    if function.mounts:
-        text += " [" + ", ".join(f"{m.path}: {m.stage.value}" for m in function.mounts) + "]"
-    return text
-
-
-def module_facts(module: LoadedModule) -> ModuleFacts:
-    return ModuleFacts(
-        name=module.name,
-        wasm=module.binary.path,
-        digest=module.binary.digest,
-        size=module.binary.size,
-        exports=dict(module.inspection.functions),
-        imports=tuple(f"{item.module}.{item.name}" for item in module.inspection.imports),
-        requirements=module.requirements,
-        functions={name: signature(spec) for name, spec in module.spec.functions.items()},
-        data={name: facts.digest for name, facts in module.data.items()},
-    )
-
-
-def commit_facts(snapshot: Snapshot) -> CommitFacts:
-    return CommitFacts(
-        modules={name: module_facts(module) for name, module in snapshot.modules.items()},
-        calls={
-            name: tuple((step.module, step.function) for step in deployment.sequence)
-            for name, deployment in snapshot.deployments.items()
-        },
-    )
-
-
 def fleet_for(observed: Mapping[DeviceId, DeviceView], devices: Devices) -> dict[str, DeviceView]:
     """The inventory with one commit's `devices.yaml` applied (labels, admission, cordons)."""
     fleet = {}
@@ -234,54 +199,14 @@ def fleet_for(observed: Mapping[DeviceId, DeviceView], devices: Devices) -> dict
     return fleet
 
 
-def assumed_inventory(
-    snapshots: Iterable[Snapshot | None], facts: Iterable[CommitFacts]
-) -> tuple[dict[str, DeviceView], str]:
-    """The fleet without an inventory, and the note saying what was assumed.
-
-    Devices of `devices.yaml` (either commit's; head's address wins) with an address are taken
-    as online and offering every import the modules of both commits need: their interfaces are
-    unknown, and assuming less would report steps unplaceable for no reason. Devices listed
-    without an address are known but taken as offline, so steps naming them wait.
-    """
-    needs = frozenset(
-        name
-        for commit in facts
-        for module in commit.modules.values()
-        for name in module.requirements
-    )
-    fleet: dict[str, DeviceView] = {}
-    for snapshot in snapshots:
-        for name, entry in snapshot.devices.devices.items() if snapshot else ():
-            if entry.address:
-                url = entry.address.rstrip("/")
-                fleet[name] = DeviceView(name, url, DeviceState.ONLINE, needs)
-            elif name not in fleet:
-                fleet[name] = DeviceView(name, "", DeviceState.OFFLINE, frozenset())
-    online = sorted(name for name, view in fleet.items() if view.state is DeviceState.ONLINE)
-    offline = sorted(set(fleet) - set(online))
-    note = (
-        "no inventory: placed against the devices of devices.yaml with an address "
-        f"({', '.join(online) or 'none'}), taken as online and offering every import the "
-        "modules need (so a missing import is not detected)"
-    )
-    if offline:
-        note += f"; devices listed without an address ({', '.join(offline)}) are taken as offline"
-    note += (
-        ". Save the fleet with `gitops-orchestrator inventory --from URL` and pass --inventory "
-        "to plan against it"
-    )
-    return fleet, note
-
-
 def review(
     base: Snapshot | None,
     head: Snapshot | None,
     *,
     inventory: Mapping[DeviceId, DeviceView],
     now: float,
-    base_facts: CommitFacts | None = None,
-    head_facts: CommitFacts | None = None,
+    base_facts: CommitFacts,
+    head_facts: CommitFacts,
     head_problems: Sequence[Problem] = (),
     running: Mapping[StepKey, DeviceId] | None = None,
     return_after: float = 30.0,
@@ -292,11 +217,10 @@ def review(
 
     `inventory` holds the devices as observed (their labels, admission and cordons come from
     each commit's devices.yaml); `running`, when known, where the orchestrator runs base's
-    steps now (base is placed sticky to it). A head with problems (`head` None) changes
-    nothing: only its problems and the breaking changes visible in `head_facts` are reported.
+    steps now (base is placed sticky to it); the facts, each commit's modules and calls, also
+    of a commit with problems. A head with problems (`head` None) changes nothing: only its
+    problems and the breaking changes visible in `head_facts` are reported.
     """
-    base_facts = base_facts or (commit_facts(base) if base else CommitFacts())
-    head_facts = head_facts or (commit_facts(head) if head else CommitFacts())
     notes = list(notes)
     if base is None:
         notes.append("base is not valid: compared with an empty fleet")
@@ -435,95 +359,79 @@ def _breaking(
     head_placed: Placement | None,
     inventory: Mapping[DeviceId, DeviceView],
 ) -> tuple[Breaking, ...]:
-    callers: dict[tuple[str, str], list[str]] = {}
+    """Exports removed or changed that head's deployments still call; new imports (below)."""
+    callers: dict[tuple[str, str], list[StepKey]] = {}
     steps_of: dict[str, list[StepKey]] = {}
     for name, calls in sorted(head.calls.items()):
-        for number, (module, function) in enumerate(calls):
-            callers.setdefault((module, function), []).append(f"{name} step {number + 1}")
-            steps_of.setdefault(module, []).append((name, number))
+        for number, call in enumerate(calls):
+            callers.setdefault(call, []).append((name, number))
+            steps_of.setdefault(call[0], []).append((name, number))
     found = []
     for name in sorted(base.modules.keys() & head.modules.keys()):
         old, new = base.modules[name], head.modules[name]
         if new.digest is None:  # an unreadable binary: its problem is listed
             continue
         for function in sorted(old.exports):
-            who = tuple(callers.get((name, function), ()))
-            if not who:
+            who = tuple(f"{d} step {n + 1}" for d, n in callers.get((name, function), ()))
+            count = new.exports.get(function)
+            if not who or count == old.exports[function]:
                 continue
-            before = f"{old.wasm} sha256:{_short(old.digest)} exports {function}"
-            before += f" with {_count(old.exports[function], 'parameter')}"
-            if function not in new.exports:
+            had = _count(old.exports[function], "parameter")
+            before = f"{_binary(old)} exports {function} with {had}"
+            if count is None:
                 exports = ", ".join(f"{n}({c})" for n, c in sorted(new.exports.items()))
-                after = f"{new.wasm} sha256:{_short(new.digest)} exports {exports or 'nothing'}"
+                after = f"{_binary(new)} exports {exports or 'nothing'}"
                 message = f"{name}.{function} is no longer exported, but {_join(who)} calls it"
-                found.append(
-                    Breaking(
-                        BreakingKind.EXPORT_REMOVED, name, function, message, who, before, after
-                    )
-                )
-            elif new.exports[function] != old.exports[function]:
-                count = new.exports[function]
-                after = f"{new.wasm} sha256:{_short(new.digest)} exports {function}"
-                after += f" with {_count(count, 'parameter')}"
+                kind = BreakingKind.EXPORT_REMOVED
+            else:
+                after = f"{_binary(new)} exports {function} with {_count(count, 'parameter')}"
                 message = (
                     f"{name}.{function} takes {_count(count, 'parameter')} instead of "
                     f"{old.exports[function]}, and {_join(who)} still calls it"
                 )
-                found.append(
-                    Breaking(
-                        BreakingKind.PARAMS_CHANGED, name, function, message, who, before, after
-                    )
-                )
-        new_needs = sorted(set(new.requirements) - set(old.requirements))
-        if new_needs:
+                kind = BreakingKind.PARAMS_CHANGED
+            found.append(Breaking(kind, name, function, message, who, before, after))
+        needs = frozenset(new.requirements) - frozenset(old.requirements)
+        if needs:
             steps = steps_of.get(name, [])
-            found.extend(
-                _lacking(name, new_needs, steps, base_placed, head_placed, inventory, old=old)
-            )
+            found.extend(_lacking(old, needs, steps, base_placed, head_placed, inventory))
     return tuple(found)
 
 
 def _lacking(
-    module: str,
-    needs: list[str],
+    old: ModuleFacts,
+    needs: frozenset[str],
     steps: list[StepKey],
     base_placed: Placement,
     head_placed: Placement | None,
     inventory: Mapping[DeviceId, DeviceView],
-    *,
-    old: ModuleFacts,
 ) -> list[Breaking]:
-    """A new import that the devices running the module now lack: their steps move or stop."""
+    """New imports that devices running the module lack: their steps move, wait or stop."""
     by_device: dict[DeviceId, list[tuple[str, str]]] = {}
     for key in steps:
         before = base_placed.steps.get(key)
         view = inventory.get(before.device) if before and before.device else None
-        if view is None or not set(needs) - view.interfaces:
+        if view is None or needs <= view.interfaces:
             continue
         caller = f"{key[0]} step {key[1] + 1}"
         after = head_placed.steps.get(key) if head_placed else None
-        outcome = ""
-        if after is not None and after.status is StepStatus.PLACED:
-            outcome = f" moves to {after.device}"
-        elif after is not None:
+        if after is None:
+            outcome = caller
+        elif after.status is StepStatus.PLACED:
+            outcome = f"{caller} moves to {after.device}"
+        else:
             verb = "cannot be placed" if after.status is StepStatus.UNPLACEABLE else "waits"
-            outcome = f" {verb}: {after.reason}"
-        by_device.setdefault(view.name, []).append((caller, caller + outcome))
+            outcome = f"{caller} {verb}: {after.reason}"
+        by_device.setdefault(view.name, []).append((caller, outcome))
     found = []
     for device, entries in sorted(by_device.items()):
-        lacks = sorted(set(needs) - inventory[device].interfaces)
-        texts = "; ".join(text for _, text in entries)
-        found.append(
-            Breaking(
-                kind=BreakingKind.NEW_IMPORT,
-                module=module,
-                function=None,
-                message=f"{module} now imports {', '.join(lacks)}, which {device} lacks: {texts}",
-                callers=tuple(caller for caller, _ in entries),
-                base=f"{old.wasm} needs {', '.join(old.requirements) or 'no host function'}",
-                head=f"needs {', '.join(needs)} too; {device} offers none of {', '.join(lacks)}",
-            )
-        )
+        lacks = ", ".join(sorted(needs - inventory[device].interfaces))
+        outcomes = "; ".join(outcome for _, outcome in entries)
+        message = f"{old.name} now imports {lacks}, which {device} lacks: {outcomes}"
+        was = f"{_binary(old)} needs {', '.join(old.requirements) or 'no host function'}"
+        now = f"needs {', '.join(sorted(needs))} too; {device} offers none of {lacks}"
+        callers = tuple(caller for caller, _ in entries)
+        found.append(Breaking(BreakingKind.NEW_IMPORT, old.name, None, message, callers, was, now))
     return found
 
 
@@ -691,6 +599,10 @@ def _first_unplaced(placed: Placement, snapshot: Snapshot, name: str) -> str:
 
 def _join(items: Sequence[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _binary(facts: ModuleFacts) -> str:
+    return f"{facts.wasm} sha256:{_short(facts.digest)}"
 
 
 def _short(digest: str | None) -> str:
