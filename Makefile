@@ -22,7 +22,9 @@ lint: $(INSTALLED)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# The page tests drive Debian's Chromium (never a browser that Playwright would download).
 test: lint
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium fonts-liberation)
 	$(BIN)/pytest
 
 # Regenerate what is generated and checked in (tests fail when these are stale).

@@ -208,6 +208,8 @@ def serve(**options: Any) -> None:
             port=options["port"],
             public_url=options["public_url"],
             webhook_secret=_webhook_secret(),
+            try_it=os.environ.get("GITOPS_TRY_IT", "true").strip().lower()
+            not in {"0", "false", "no", "off"},
         ),
         loader=LoaderSettings(max_binary_size=options["max_binary_size"]),
         reconcile=ReconcileSettings(

@@ -85,6 +85,10 @@ class WebSettings:
     max_log_body: int = 64 * 1024
     """Largest `POST /device/logs` body, in bytes; larger ones get 413 (design §3)."""
 
+    try_it: bool = True
+    """Show the form that runs a deployment on its page (`GITOPS_TRY_IT`); off hides the form,
+    while `POST /execute` itself stays available to tools."""
+
 
 @dataclass(frozen=True)
 class ReconcileSettings:

@@ -88,4 +88,11 @@ def create_app(services: Services, settings: WebSettings | None = None) -> Starl
         ),
     ]
     routes += [*compat.ROUTES, *metrics.ROUTES, *pages.ROUTES]
-    return Starlette(routes=routes, lifespan=lifespan, middleware=security.MIDDLEWARE)
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=security.MIDDLEWARE,
+        exception_handlers={404: pages.not_found},
+    )
+    app.state.try_it = settings.try_it
+    return app

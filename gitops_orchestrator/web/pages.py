@@ -5,15 +5,15 @@ does) and renders it with a Jinja2 template (autoescaped: every value from a rep
 device is escaped). A rendered page is cached by store version with an ETag, like the API's
 answers, so a browser revalidating an unchanged page costs a dictionary lookup. `static/live.js`
 keeps an open page current: each new event on `/api/v1/events/stream` makes it re-fetch the
-page and swap its live regions. Nothing here queries or writes the store directly, and the
-try-it form posts to `/execute` from the browser: this module runs nothing.
+page and swap its live regions. Nothing here queries or writes the store directly (the one
+extra read: a deployment page's try-it form takes its inputs from the first step's module view),
+and the form posts to `/execute` from the browser: this module runs nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -39,11 +39,15 @@ STATIC = HERE / "static"
 Rendered = tuple[str, dict[str, Any]] | None
 Build = Callable[[Store], Rendered]
 
-# Statuses and states the stylesheet has a colour for; anything else is drawn neutral.
-KNOWN_STATUSES = frozenset(
-    {"synced", "progressing", "waiting", "failed", "unplaceable", "placed", "online", "offline",
-     "gone", "accepted", "rejected", "ok", "error"}
-)  # fmt: skip
+# The colour of each status, state and event kind; anything else is drawn neutral.
+TONES = {
+    **dict.fromkeys(("synced", "placed", "online", "accepted", "ok", "deployed"), "good"),
+    **dict.fromkeys(("progressing", "introduced", "reintroduced", "undeployed"), "busy"),
+    **dict.fromkeys(("waiting", "offline", "restart", "held"), "wait"),
+    **dict.fromkeys(
+        ("failed", "unplaceable", "rejected", "error", "deploy_failed", "undeploy_failed"), "bad"
+    ),
+}
 # Pages say what they are and how they may be used: scripts only from here, no framing.
 HEADERS = {
     "Cache-Control": "no-cache",
@@ -55,12 +59,14 @@ HEADERS = {
     "Referrer-Policy": "same-origin",
 }
 OFF = frozenset({"0", "false", "no", "off"})
+# SQLite's largest integer: a larger offset cannot reach the database (and finds nothing).
+MAX_OFFSET = 2**63 - 1
 
 
 def _asset_version() -> str:
     """A digest of the static files, appended to their URLs so a new release is fetched."""
     digest = hashlib.sha256()
-    for path in sorted(STATIC.iterdir()):
+    for path in sorted(p for p in STATIC.rglob("*") if p.is_file()):
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()[:12]
 
@@ -76,12 +82,11 @@ def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _size(count: int) -> str:
-    size = float(count)
-    for unit in ("bytes", "KiB", "MiB"):
-        if size < 1024 or unit == "MiB":
-            return f"{count} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
+    if count < 1024:
+        return f"{count} bytes"
+    if count < 1024 * 1024:
+        return f"{count / 1024:.1f} KiB"
+    return f"{count / (1024 * 1024):.1f} MiB"
 
 
 def _environment() -> jinja2.Environment:
@@ -96,7 +101,7 @@ def _environment() -> jinja2.Environment:
     env.filters["flat"] = _flat
     env.filters["size"] = _size
     env.filters["when"] = lambda at: at.replace("T", " ").replace("Z", " UTC") if at else "—"
-    env.filters["tone"] = lambda status: status if status in KNOWN_STATUSES else "neutral"
+    env.filters["tone"] = lambda status: TONES.get(status, "neutral")
     env.globals["asset_version"] = _asset_version()
     return env
 
@@ -105,11 +110,8 @@ TEMPLATES = Jinja2Templates(env=_environment())
 
 
 def try_it_enabled(request: Request) -> bool:
-    """Whether deployment pages offer the try-it form: `app.state.try_it`, else GITOPS_TRY_IT."""
-    setting = getattr(request.app.state, "try_it", None)
-    if isinstance(setting, bool):
-        return setting
-    return os.environ.get("GITOPS_TRY_IT", "true").strip().lower() not in OFF
+    """Whether deployment pages offer the try-it form (`WebSettings.try_it`)."""
+    return getattr(request.app.state, "try_it", True) is not False
 
 
 async def render(
@@ -128,7 +130,8 @@ async def render(
         common = {"api": api, "section": section}
         body = await asyncio.to_thread(_render, build, store, common)
         if body is None:
-            return page_error(request, 404, f"There is nothing at {request.url.path}.")
+            message = f"There is nothing at {request.url.path}."
+            return page_error(request, 404, message, section=section)
         cached = cache.put(key, version, body)
     body, etag = cached
     headers = {**HEADERS, "ETag": etag}
@@ -145,12 +148,14 @@ def _render(build: Build, store: Store, common: dict[str, Any]) -> bytes | None:
     return TEMPLATES.get_template(name).render({**common, **context}).encode()
 
 
-def page_error(request: Request, status: int, message: str) -> HTMLResponse:
+def page_error(
+    request: Request, status: int, message: str, *, section: str | None = None
+) -> HTMLResponse:
     """An error page with the look of the others (unknown names, bad paging)."""
     titles = {400: "Bad request", 404: "Not found"}
     body = TEMPLATES.get_template("error.html").render(
         api=None,
-        section=None,
+        section=section,
         status=status,
         title=titles.get(status, "Error"),
         message=message,
@@ -189,7 +194,9 @@ def _listing(
         try:
             offset, limit = paging(request)
         except ValueError as exc:
-            return page_error(request, 400, str(exc))
+            return page_error(request, 400, str(exc), section=section)
+        if offset > MAX_OFFSET:
+            return page_error(request, 400, f"offset is at most {MAX_OFFSET}", section=section)
 
         def page(store: Store) -> Rendered:
             return template, {"page": build(store, offset=offset, limit=limit)}
