@@ -146,14 +146,14 @@ def markdown(planned: Planned) -> str:
             more = len(result.devices) - TABLE_ROWS
             out.extend(["", f"…and {more} more devices, in the details below."])
     section(
-        "Waiting for a device (not an error: they deploy when it is back)",
+        "Waiting for a device (not an error: they deploy once it can take them)",
         (_md_issue(i) for i in result.waiting),
     )
     if result.hold:
         out.extend(["", f"**Held by the prune guard:** {_md(result.hold.reason)}"])
     details = _md_details(result)
     if len(details) > COLLAPSE_LINES:
-        count = f"{len(result.devices)} devices, {len(result.modules)} modules"
+        count = f"{_count(len(result.devices), 'device')}, {_count(len(result.modules), 'module')}"
         out.extend(["", f"<details><summary>Details ({count})</summary>", "", *details])
         out.extend(["", "</details>"])
     elif details:
@@ -306,6 +306,10 @@ def _facts(facts: ModuleFacts) -> str:
     size = f", {facts.size} bytes" if facts.size is not None else ""
     needs = ", ".join(facts.requirements) or "no host function"
     return f"sha256:{_sha(facts.digest)}{size}, exports {exports or 'nothing'}, needs {needs}"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _sha(sha: str | None) -> str:

@@ -19,6 +19,7 @@ import time
 import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -30,6 +31,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..store import Store
+from . import openapi_doc
 from .responses import JSONResponse, error
 
 logger = logging.getLogger(__name__)
@@ -87,6 +89,9 @@ class RequestTimer:
     def __init__(self, app: ASGIApp, instruments: Instruments | None = None) -> None:
         self.app = app
         self.instruments = instruments or INSTRUMENTS
+        # Series by (method, route, status): `labels()` costs more than the observation itself
+        # (bench/api.py), and the keys are few (route templates, not paths).
+        self._series: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -108,9 +113,13 @@ class RequestTimer:
             # path, is the label (paths hold names: one series per device would be too many).
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             method = scope["method"] if scope["method"] in METHODS else "other"
-            self.instruments.http_seconds.labels(method, route, str(status)).observe(
-                time.perf_counter() - start
-            )
+            key = (method, route, status)
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = self.instruments.http_seconds.labels(
+                    method, route, str(status)
+                )
+            series.observe(time.perf_counter() - start)
 
 
 # Figures read from the store.
@@ -277,7 +286,12 @@ async def readyz(request: Request) -> Response:
     return error(503, reason)
 
 
-ROUTES: list[BaseRoute] = [Route("/metrics", metrics), Route("/readyz", readyz)]
+# `/openapi.json` rides along until `create_app` adds `openapi_doc.ROUTES` itself.
+ROUTES: list[BaseRoute] = [
+    Route("/metrics", metrics),
+    Route("/readyz", readyz),
+    *openapi_doc.ROUTES,
+]
 
 MIDDLEWARE: list[Middleware] = [Middleware(RequestTimer)]
 """Outermost: requests refused by the token guard are timed too."""

@@ -75,21 +75,21 @@ class TokenGuard:
 
     def _check(self, scope: Scope, token: str) -> Response | None:
         """None when the request may pass, else the answer to send instead."""
-        headers = Headers(scope=scope)
-        scheme, _, credentials = headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and _equal(credentials.strip(), token):
-            return None
         expected = self._cookies.get(token)
         if expected is None:
             expected = self._cookies[token] = cookie_value(token)
-        if _equal(HTTPConnection(scope).cookies.get(COOKIE, ""), expected):
-            return None
+        # A token in the URL is checked first, so that it leaves the address bar either way.
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         offered = [value for name, value in query if name == QUERY]
         if offered and scope["method"] in ("GET", "HEAD"):
             if not _equal(offered[-1], token):
                 return _refused("the token does not match")
             return _remember(scope, query, expected)
+        scheme, _, credentials = Headers(scope=scope).get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and _equal(credentials.strip(), token):
+            return None
+        if _equal(HTTPConnection(scope).cookies.get(COOKIE, ""), expected):
+            return None
         return _refused(
             "this route needs the access token: send 'Authorization: Bearer <token>', or open "
             "any page once with ?token=<token>"
