@@ -204,13 +204,13 @@ class FleetRecords:
                 _device_row(record),
             )
             if event is not None:
-                _insert_events(db, record.last_seen or record.introduced_at, [event])
+                insert_events(db, record.last_seen or record.introduced_at, [event])
 
     def forget_applied(self, device: str, *, now: float, why: str) -> None:
         """The device lost what it ran (a restart): everything it should run is redeployed."""
         with self._transaction() as db:
             db.execute("DELETE FROM applied WHERE device = ?", (device,))
-            _insert_events(db, now, [Event("restart", why, device=device)])
+            insert_events(db, now, [Event("restart", why, device=device)])
 
     def devices(self) -> list[DeviceRecord]:
         with self._lock:
@@ -274,7 +274,7 @@ class FleetRecords:
             db.executemany(
                 "DELETE FROM applied WHERE device = ? AND deployment = ?", record.removed
             )
-            _insert_events(db, record.now, record.events, commit_sha=record.commit_sha)
+            insert_events(db, record.now, record.events, commit_sha=record.commit_sha)
 
     # health and logs
 
@@ -356,7 +356,7 @@ class FleetRecords:
 
     def add_events(self, events: Iterable[Event], *, now: float) -> None:
         with self._transaction() as db:
-            _insert_events(db, now, events)
+            insert_events(db, now, events)
 
     def events(
         self,
@@ -399,7 +399,7 @@ def _filters(**filters: Any) -> tuple[str, list[Any]]:
     return (f"WHERE {' AND '.join(parts)}" if parts else ""), values
 
 
-def _insert_events(
+def insert_events(
     db: sqlite3.Connection, now: float, events: Iterable[Event], *, commit_sha: str | None = None
 ) -> None:
     rows = [

@@ -23,7 +23,7 @@ from typing import Any
 
 from .blobs import BlobStore
 from .errors import StoreError
-from .fleetdb import FLEET_SCHEMA, HEALTH_AND_LOGS_SCHEMA, FleetRecords
+from .fleetdb import FLEET_SCHEMA, HEALTH_AND_LOGS_SCHEMA, Event, FleetRecords, insert_events
 from .models import (
     CommitInfo,
     Deployment,
@@ -230,6 +230,10 @@ class Store(FleetRecords):
                 self._write_snapshot(db, info.sha, snapshot, now)
                 db.execute("UPDATE sync_state SET desired_sha = ?", (info.sha,))
             db.execute("UPDATE sync_state SET last_seen_sha = ?", (info.sha,))
+            summary = info.message.strip().splitlines()[0] if info.message.strip() else ""
+            detail = f"{len(result.problems)} problem(s)" if snapshot is None else "desired now"
+            event = Event(f"commit_{status}", f"{info.sha[:12]} {summary[:80]}: {detail}")
+            insert_events(db, now, [event], commit_sha=info.sha)
             dropped = self._apply_retention(db)
         if dropped:
             self._collect_blobs()

@@ -130,7 +130,8 @@ async def events(request: Request) -> Response:
 
 
 async def event_stream(request: Request) -> Response:
-    """Server-sent events: every new event as it is recorded (`id:` is the event id)."""
+    """Server-sent events: every new event as it is recorded (`id:` is the event id, `data:`
+    the event as `/api/v1/events` lists it)."""
     store: Store = request.state.store
     start = request.headers.get("last-event-id", "")
     latest = store.events(limit=1)
@@ -147,8 +148,9 @@ async def event_stream(request: Request) -> Response:
                 for row in rows:
                     event = views.event_view(row)
                     after = event.id
-                    data = event.model_dump_json()
-                    yield f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
+                    # Unnamed (`message`) events: a listener gets every kind, new ones too;
+                    # the kind is in the data.
+                    yield f"id: {event.id}\ndata: {event.model_dump_json()}\n\n"
                 if rows:
                     quiet = 0.0
             if quiet >= STREAM_HEARTBEAT:

@@ -8,12 +8,6 @@
 (function () {
   "use strict";
 
-  // The stream names each event by its kind, and EventSource delivers a named event only to
-  // listeners of that name: these are the kinds the orchestrator records.
-  var KINDS = [
-    "introduced", "reintroduced", "online", "offline", "gone", "restart", "held",
-    "deployed", "deploy_failed", "undeployed", "undeploy_failed"
-  ];
   var QUIET_REFRESH = 20000; // ms between revalidations while the page is visible
   var DEBOUNCE = 150; // ms: a pass records several events at once; fetch once for them
 
@@ -106,7 +100,7 @@
       else show("connecting", "reconnecting");
     };
     source.onmessage = schedule;
-    KINDS.forEach(function (kind) { source.addEventListener(kind, schedule); });
+    source.onmessage = schedule; // every event, whatever its kind
     window.addEventListener("pagehide", function () { source.close(); });
     window.setInterval(function () {
       if (document.visibilityState === "visible") schedule();
