@@ -30,6 +30,7 @@ test: lint
 # Regenerate what is generated and checked in (tests fail when these are stale).
 schemas: $(INSTALLED)
 	$(BIN)/python -m gitops_orchestrator.schemas
+	$(BIN)/python -m gitops_orchestrator.web.openapi_doc
 
 sample: $(INSTALLED)
 	$(BIN)/python sample-repo/build.py

@@ -191,6 +191,12 @@ def validate(path: Path, ref: str | None, output_format: str, max_binary_size: i
     callback=lambda _ctx, _param, value: _mdns_interfaces(value),
     help="Browse mDNS on: all, none, or comma-separated addresses of this host.",
 )
+@click.option(
+    "--api-token",
+    envvar="GITOPS_API_TOKEN",
+    help="Require this token for the pages, the API and /metrics (prefer the variable or "
+    "GITOPS_API_TOKEN_FILE: a flag shows in ps).",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info")
 def serve(**options: Any) -> None:
     """Run the orchestrator: follow --repo and serve the API on --host:--port."""
@@ -207,7 +213,8 @@ def serve(**options: Any) -> None:
             host=options["host"],
             port=options["port"],
             public_url=options["public_url"],
-            webhook_secret=_webhook_secret(),
+            webhook_secret=_secret("GITOPS_WEBHOOK_SECRET"),
+            api_token=options["api_token"] or _secret("GITOPS_API_TOKEN"),
             try_it=os.environ.get("GITOPS_TRY_IT", "true").strip().lower()
             not in {"0", "false", "no", "off"},
         ),
@@ -319,14 +326,15 @@ async def _demo(settings: orchestrator.Settings, names: list[str], devices_dir: 
         await server
 
 
-def _webhook_secret() -> str | None:
-    secret = os.environ.get("GITOPS_WEBHOOK_SECRET")
-    path = os.environ.get("GITOPS_WEBHOOK_SECRET_FILE")
-    if secret is None and path:
+def _secret(variable: str) -> str | None:
+    """A secret from `variable`, or from the file that `variable_FILE` names."""
+    secret = os.environ.get(variable)
+    path = os.environ.get(f"{variable}_FILE")
+    if not secret and path:
         try:
             secret = Path(path).read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise click.ClickException(f"cannot read GITOPS_WEBHOOK_SECRET_FILE: {exc}") from exc
+            raise click.ClickException(f"cannot read {variable}_FILE: {exc}") from exc
     return secret or None
 
 

@@ -43,7 +43,7 @@ from .settings import (
     WebSettings,
 )
 from .store import Store
-from .web import app
+from .web import app, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +106,9 @@ async def run(settings: Settings) -> None:
     devices_client = supervisor.SupervisorClient(client)
     introducer = devices.Introducer(store, devices_client, public_url)
     loop = reconciler.Reconciler(
-        store, devices_client, introducer, public_url, settings=settings.reconcile
-    )
+        store, devices_client, introducer, public_url, settings=settings.reconcile,
+        observe_pass=metrics.observe_pass,
+    )  # fmt: skip
     introducer.wake = loop.wake
     checker = health.HealthChecker(
         store, devices_client, public_url, settings=settings.devices, wake=loop.wake
@@ -125,6 +126,7 @@ async def run(settings: Settings) -> None:
     services = app.Services(
         store=store, repo=followed.display, branch=followed.branch, fetch=followed,
         introducer=introducer, runner=running.Runner(store, client), logs=sink,
+        public_url=public_url,
         background=[syncer.run, loop.run, checker.run, sink.run, browser.run],
     )  # fmt: skip
     config = uvicorn.Config(

@@ -66,6 +66,8 @@ class Reconciler:
     public_url: str
     settings: ReconcileSettings = field(default_factory=ReconcileSettings)
     clock: Callable[[], float] = time.time
+    observe_pass: Callable[[float], None] = lambda seconds: None
+    """Told how long each pass took (the `/metrics` histogram)."""
     _wakeup: Wakeup = field(default_factory=Wakeup)
     _failures: dict[str, tuple[int, float]] = field(default_factory=dict)
     """Device -> (failing passes in a row, when to try it again)."""
@@ -78,10 +80,12 @@ class Reconciler:
     async def run(self) -> None:
         """Reconcile until cancelled."""
         while True:
+            started = time.perf_counter()
             try:
                 await self.reconcile_once()
             except Exception:
                 logger.exception("reconcile pass failed")
+            self.observe_pass(time.perf_counter() - started)
             await self._wakeup.wait(self._next_wait())
 
     def _next_wait(self) -> float:

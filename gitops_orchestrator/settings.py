@@ -85,6 +85,12 @@ class WebSettings:
     max_log_body: int = 64 * 1024
     """Largest `POST /device/logs` body, in bytes; larger ones get 413 (design §3)."""
 
+    api_token: str | None = field(default=None, repr=False)
+    """Access token for the pages, `/api/v1`, `/openapi.json`, `/metrics`, `/execute`,
+    `/file/device` and `/file/manifest` (`--api-token`, `GITOPS_API_TOKEN`, or a file named by
+    `GITOPS_API_TOKEN_FILE`); without one nothing is checked. Device routes and probes never
+    need it."""
+
     try_it: bool = True
     """Show the form that runs a deployment on its page (`GITOPS_TRY_IT`); off hides the form,
     while `POST /execute` itself stays available to tools."""

@@ -131,10 +131,15 @@ def free_port() -> int:
 
 
 class Orchestrator:
-    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
+    def __init__(self, process: subprocess.Popen[str], port: int, log: Path) -> None:
         self.process = process
+        self.log = log
+        """stdout and stderr of the process: a file, as a pipe nobody reads would fill up."""
         self.url = f"http://127.0.0.1:{port}"
         self.client = httpx.Client(base_url=self.url, timeout=5.0)
+
+    def log_text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
 
     def sync(self) -> dict[str, Any]:
         answer: dict[str, Any] = self.client.get("/api/v1/sync").json()
@@ -149,7 +154,7 @@ class Orchestrator:
                     return state
             except httpx.TransportError:
                 pass
-            assert self.process.poll() is None, f"serve exited: {self.process.stderr}"
+            assert self.process.poll() is None, f"serve exited: {self.log_text()}"
             assert time.monotonic() < deadline, f"timed out waiting for {what}"
             time.sleep(0.02)
 
@@ -167,12 +172,14 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Orchestrator]]:
         env["GITOPS_MDNS_INTERFACES"] = "none"
         if secret:
             env["GITOPS_WEBHOOK_SECRET"] = secret
-        process = subprocess.Popen(
-            [str(CLI), "serve", "--repo", repo, "--host", "127.0.0.1", "--port", str(port),
-             "--data-dir", str(tmp_path / f"data{len(started)}"), *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        )  # fmt: skip
-        orchestrator = Orchestrator(process, port)
+        log = tmp_path / f"serve{len(started)}.log"
+        with log.open("w") as output:
+            process = subprocess.Popen(
+                [str(CLI), "serve", "--repo", repo, "--host", "127.0.0.1", "--port", str(port),
+                 "--data-dir", str(tmp_path / f"data{len(started)}"), *extra],
+                stdout=output, stderr=subprocess.STDOUT, text=True, env=env,
+            )  # fmt: skip
+        orchestrator = Orchestrator(process, port, log)
         started.append(orchestrator)
         orchestrator.until(lambda state: True, "the server to answer")
         return orchestrator

@@ -57,11 +57,12 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     data = tmp_path / "data"
+    log = (tmp_path / "serve.log").open("w")  # a pipe nobody reads would fill up
     process = subprocess.Popen(
         [str(CLI), "serve", "--repo", str(repo), "--host", "127.0.0.1", "--port", str(port),
          "--data-dir", str(data), "--public-url", url, "--reconcile-interval", "0.3",
          "--health-interval", "0.2", "--health-failures", "2", "--return-after", "1.5"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.DEVNULL, stderr=log, text=True,
     )  # fmt: skip
     try:
         eventually(lambda: _answers(url), "the orchestrator to listen")
@@ -70,7 +71,9 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
             yield Setup(repo, data, url, fleet)
     finally:
         process.terminate()
-        _, stderr = process.communicate(timeout=20)
+        process.communicate(timeout=20)
+        log.close()
+        stderr = (tmp_path / "serve.log").read_text()
         assert process.returncode == 0, stderr
 
 

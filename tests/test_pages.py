@@ -78,10 +78,11 @@ def running_site(folder: Path, *, message: str = "the fleet") -> Iterator[Site]:
     git_init_commit(repo, message)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    log = (folder / "serve.log").open("w")  # a pipe nobody reads would fill up
     process = subprocess.Popen(
         [str(CLI), "serve", "--repo", str(repo), "--host", "127.0.0.1", "--port", str(port),
          "--data-dir", str(folder / "data"), "--public-url", url, "--reconcile-interval", "0.5"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.DEVNULL, stderr=log, text=True,
     )  # fmt: skip
     try:
         eventually(lambda: _answers(url), "the orchestrator to listen")
@@ -95,7 +96,9 @@ def running_site(folder: Path, *, message: str = "the fleet") -> Iterator[Site]:
                 site.client.close()
     finally:
         process.terminate()
-        _, stderr = process.communicate(timeout=BOUND)
+        process.communicate(timeout=BOUND)
+        log.close()
+        stderr = (folder / "serve.log").read_text()
         assert "Traceback" not in stderr, stderr
 
 

@@ -94,7 +94,8 @@ def test_signals_stop_serve_cleanly(serve: Any, tmp_path: Path, number: int) -> 
     orchestrator = serve(str(path))
     orchestrator.until(lambda s: s["desired"] is not None, "the first commit")
     orchestrator.process.send_signal(number)
-    _, stderr = orchestrator.process.communicate(timeout=SERVE_BOUND)
+    orchestrator.process.communicate(timeout=SERVE_BOUND)
+    stderr = orchestrator.log_text()
     assert orchestrator.process.returncode == 0, stderr
     assert "Application shutdown complete." in stderr
     assert "Traceback" not in stderr

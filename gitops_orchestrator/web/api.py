@@ -22,6 +22,7 @@ from . import views
 from .responses import JSONResponse, error
 
 MAX_LIMIT = 500
+MAX_OFFSET = 2**63 - 1  # SQLite's largest integer
 DEFAULT_LIMIT = 100
 CACHED_ANSWERS = 256
 # How often the event stream looks for new events, and how long it stays quiet at most.
@@ -55,7 +56,8 @@ async def answer(request: Request, build: Callable[[Store], BaseModel | None]) -
     """The view `build` makes, encoded and cached by store version, with an ETag."""
     store: Store = request.state.store
     cache: AnswerCache = request.state.answers
-    key = str(request.url.path) + "?" + str(request.url.query)
+    # The raw path and query: building `request.url` costs more than the cached answer.
+    key = request.scope["path"] + "?" + request.scope["query_string"].decode("latin-1")
     version = store.version
     cached = cache.get(key, version)
     if cached is None:
@@ -71,13 +73,17 @@ async def answer(request: Request, build: Callable[[Store], BaseModel | None]) -
 
 def paging(request: Request) -> tuple[int, int]:
     """`offset` and `limit` from the query, checked; ValueError names what is wrong."""
+    if not request.scope["query_string"]:
+        return 0, DEFAULT_LIMIT
     try:
         offset = int(request.query_params.get("offset", 0))
         limit = int(request.query_params.get("limit", DEFAULT_LIMIT))
     except ValueError:
         raise ValueError("offset and limit are whole numbers") from None
-    if offset < 0 or not 1 <= limit <= MAX_LIMIT:
-        raise ValueError(f"offset is at least 0 and limit between 1 and {MAX_LIMIT}")
+    if not 0 <= offset <= MAX_OFFSET or not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(
+            f"offset is between 0 and {MAX_OFFSET} and limit between 1 and {MAX_LIMIT}"
+        )
     return offset, limit
 
 

@@ -19,7 +19,19 @@ from starlette.routing import BaseRoute, Route
 
 from ..settings import WebSettings
 from ..store import Store
-from . import api, compat, devices, execute, files, hooks, logs, metrics, pages, security
+from . import (
+    api,
+    compat,
+    devices,
+    execute,
+    files,
+    hooks,
+    logs,
+    metrics,
+    openapi_doc,
+    pages,
+    security,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +41,7 @@ class State(TypedDict):
     repo: str
     branch: str
     answers: api.AnswerCache
+    public_url: str
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,7 @@ class Services:
     introducer: devices.Introducer
     runner: execute.DeploymentRunner
     logs: logs.LogIntake
+    public_url: str = "http://127.0.0.1:3000"
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=tuple)
 
 
@@ -57,6 +71,7 @@ def create_app(services: Services, settings: WebSettings | None = None) -> Starl
                 "repo": services.repo,
                 "branch": services.branch,
                 "answers": api.AnswerCache(),
+                "public_url": services.public_url,
             }
         finally:
             for task in tasks:
@@ -87,11 +102,11 @@ def create_app(services: Services, settings: WebSettings | None = None) -> Starl
             methods=["POST"],
         ),
     ]
-    routes += [*compat.ROUTES, *metrics.ROUTES, *pages.ROUTES]
+    routes += [*compat.ROUTES, *metrics.ROUTES, *openapi_doc.ROUTES, *pages.ROUTES]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=security.MIDDLEWARE,
+        middleware=security.middleware(settings.api_token),
         exception_handlers={404: pages.not_found},
     )
     app.state.try_it = settings.try_it

@@ -279,8 +279,8 @@ def _device_of(placement: Placement, deployment: str, index: int) -> str | None:
 def base_url(request: Request) -> str:
     """The URL devices reach us at, for module URLs in documents and bodies.
 
-    TODO: the orchestrator's `public_url` once the app state carries it; the request's own
-    base URL meanwhile (equal to it unless a proxy or another address is in between).
+    The orchestrator's `--public-url`: answers are cached for every client, so they must not
+    depend on the Host header of the request that built them.
     """
     public: str | None = getattr(request.state, "public_url", None)
     return (public or str(request.base_url)).rstrip("/")

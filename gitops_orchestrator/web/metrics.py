@@ -31,7 +31,6 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..store import Store
-from . import openapi_doc
 from .responses import JSONResponse, error
 
 logger = logging.getLogger(__name__)
@@ -286,12 +285,7 @@ async def readyz(request: Request) -> Response:
     return error(503, reason)
 
 
-# `/openapi.json` rides along until `create_app` adds `openapi_doc.ROUTES` itself.
-ROUTES: list[BaseRoute] = [
-    Route("/metrics", metrics),
-    Route("/readyz", readyz),
-    *openapi_doc.ROUTES,
-]
+ROUTES: list[BaseRoute] = [Route("/metrics", metrics), Route("/readyz", readyz)]
 
 MIDDLEWARE: list[Middleware] = [Middleware(RequestTimer)]
 """Outermost: requests refused by the token guard are timed too."""

@@ -120,11 +120,7 @@ def _remember(scope: Scope, query: list[tuple[str, str]], value: str) -> Respons
     return answer
 
 
-def middleware(token: str | None = None) -> list[Middleware]:
-    """The app's middleware, outermost first: request timing, then the token guard."""
-    return [*metrics.MIDDLEWARE, Middleware(TokenGuard, token=token)]
-
-
-MIDDLEWARE: list[Middleware] = middleware()
-"""Until `create_app` passes `settings.api_token` to `middleware`, the guard reads
-`app.state.api_token`."""
+def middleware(token: str | None) -> list[Middleware]:
+    """The app's middleware, outermost first: request timing, then the guard if there is a token."""
+    guard = [Middleware(TokenGuard, token=token)] if token else []
+    return [*metrics.MIDDLEWARE, *guard]
