@@ -144,7 +144,12 @@ def document() -> Json:
                     "name": "offset",
                     "in": "query",
                     "description": "How many items to skip.",
-                    "schema": {"type": "integer", "minimum": 0, "maximum": api.MAX_OFFSET, "default": 0},
+                    "schema": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "maximum": api.MAX_OFFSET,
+                        "default": 0,
+                    },
                 },
                 "limit": {
                     "name": "limit",
