@@ -24,6 +24,11 @@ from .supervisor import SupervisorClient
 
 logger = logging.getLogger(__name__)
 
+# Introductions in flight at once: a burst of registrations is taken in batches.
+INTRODUCING = 64
+# Seconds between tries of an introduction that failed.
+RETRIES = (1.0, 2.0, 4.0, 8.0, 16.0)
+
 
 @dataclass
 class Introducer:
@@ -33,14 +38,27 @@ class Introducer:
     wake: Callable[[], None] = lambda: None
     clock: Callable[[], float] = time.time
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    _gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(INTRODUCING))
 
     def submit(self, name: str, *, addresses: list[str], port: int, tls: bool) -> None:
         """Introduce in the background: a registering device must get its answer at once."""
-        task = asyncio.create_task(
-            self.introduce(name, addresses=addresses, port=port, tls=tls, origin="registered")
-        )
+        task = asyncio.create_task(self._introduce_registered(name, addresses, port, tls))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _introduce_registered(
+        self, name: str, addresses: list[str], port: int, tls: bool
+    ) -> None:
+        # The device got its 204 and will not register again for a long while (protocol §1:
+        # 900 s by default), and it may post before its own server answers: try a few times.
+        for delay in (*RETRIES, None):
+            async with self._gate:
+                introduced = await self.introduce(
+                    name, addresses=addresses, port=port, tls=tls, origin="registered"
+                )
+            if introduced is not None or delay is None:
+                return
+            await asyncio.sleep(delay)
 
     async def introduce(
         self, name: str, *, addresses: Sequence[str], port: int, tls: bool, origin: str

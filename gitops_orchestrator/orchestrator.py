@@ -102,7 +102,13 @@ async def run(settings: Settings) -> None:
     except BaseException:
         store.close()
         raise
-    client = httpx.AsyncClient(timeout=DEVICE_TIMEOUT, follow_redirects=False)
+    # No pool limit: every caller bounds its own concurrency, and httpcore's pool scans all
+    # its connections for each queued request, which stalls the loop with 1,000 devices.
+    # trust_env=False: a proxy setting of the environment must not carry device traffic.
+    client = httpx.AsyncClient(
+        timeout=DEVICE_TIMEOUT, follow_redirects=False, trust_env=False,
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=20),
+    )  # fmt: skip
     devices_client = supervisor.SupervisorClient(client)
     introducer = devices.Introducer(store, devices_client, public_url)
     loop = reconciler.Reconciler(

@@ -181,18 +181,26 @@ class _FleetIndex:
 
     def __init__(self, fleet: Mapping[DeviceId, DeviceView], *, wanted: frozenset[_Key]) -> None:
         self.devices = fleet
-        eligible: list[DeviceId] = []
-        # Devices of one fleet mostly offer the same interfaces: group them by that set (whose
-        # hash a frozenset caches) and index each group once, not each device.
-        groups: dict[frozenset[str], tuple[list[DeviceId], list[DeviceId]]] = {}
+        self.eligible = frozenset(name for name, view in fleet.items() if view.is_eligible)
+        self._wanted = wanted
+        self._built = False
         self.known: dict[_Key, set[DeviceId]] = {}
         self.usable: dict[_Key, set[DeviceId]] = {}
-        for name, view in fleet.items():
-            usable = view.is_eligible
-            group = groups.setdefault(view.interfaces, ([], []))
+        self._memo: dict[tuple[frozenset[str], Labels, bool], frozenset[DeviceId]] = {}
+        self._interned: dict[frozenset[DeviceId], frozenset[DeviceId]] = {}
+
+    def _build(self) -> None:
+        """Index the fleet, on the first free choice: a pass of sticky steps never needs it."""
+        self._built = True
+        wanted, eligible = self._wanted, self.eligible
+        groups: dict[frozenset[str], tuple[list[DeviceId], list[DeviceId]]] = {}
+        for name, view in self.devices.items():
+            usable = name in eligible
+            group = groups.get(view.interfaces)
+            if group is None:
+                group = groups[view.interfaces] = ([], [])
             group[0].append(name)
             if usable:
-                eligible.append(name)
                 group[1].append(name)
             for label in view.labels.items():
                 if label in wanted:
@@ -203,9 +211,13 @@ class _FleetIndex:
             for key in interfaces & wanted:
                 self.known.setdefault(key, set()).update(every)
                 self.usable.setdefault(key, set()).update(usable_names)
-        self.eligible = frozenset(eligible)
-        self._memo: dict[tuple[frozenset[str], Labels, bool], frozenset[DeviceId]] = {}
-        self._interned: dict[frozenset[DeviceId], frozenset[DeviceId]] = {}
+
+    def fits(self, name: DeviceId, needs: frozenset[str], selector: Labels) -> bool:
+        """`name in capable(needs, selector=selector)`, without building the index."""
+        if name not in self.eligible:
+            return False
+        view = self.devices[name]
+        return needs <= view.interfaces and all(view.labels.get(k) == v for k, v in selector)
 
     def capable(
         self, needs: frozenset[str], *, selector: Labels = (), known: bool = False
@@ -214,6 +226,8 @@ class _FleetIndex:
         memo = (needs, selector, known)
         found = self._memo.get(memo)
         if found is None:
+            if not self._built:
+                self._build()
             every, index = (
                 (frozenset(self.devices), self.known) if known else (self.eligible, self.usable)
             )
@@ -292,9 +306,11 @@ class _Rules:
         return _unplaceable(f"{reasons}; no known device can take it")
 
     def _free(self, target: _Target) -> StepPlacement | _Choice:
+        before = self.previous.get(target.key)
+        if before is not None and self.index.fits(before, target.needs, target.selector):
+            return _placed(before, f"sticky on {before}")
         candidates = self.index.capable(target.needs, selector=target.selector)
         prefix: list[str] = []
-        before = self.previous.get(target.key)
         if before in candidates:
             return _placed(before, f"sticky on {before}")
         tried = dict.fromkeys([*([] if before is None else [before]), *target.failovers])
