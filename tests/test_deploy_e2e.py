@@ -179,3 +179,52 @@ def test_a_broken_device_fails_then_converges_and_a_restart_is_redeployed(
     assert "fibo-chain" not in setup.deployments_on("sup1")
     eventually(lambda: "fibo-chain" in setup.deployments_on("sup1"), "the redeploy")
     eventually(lambda: setup.call("fibo-chain", "13").stdout.strip() == "699", "runs again")
+
+
+def test_static_devices_need_no_registration_and_admission_is_shown(tmp_path: Path) -> None:
+    """A device listed with an address in devices.yaml is introduced by the orchestrator."""
+    with FleetThread() as fleet:  # no orchestrator URL: these devices never register
+        quiet, stranger = fleet.add(names=["quiet", "stranger"])
+        repo = copy_sample(tmp_path / "repo")
+        write_files(repo, {
+            "devices.yaml": f"admission: listed\ndevices:\n  quiet:\n    address: {quiet.url}\n",
+            "deployments/fibo-chain.yaml": "name: fibo-chain\nsequence:\n"
+            "  - {module: fibo, function: fibo}\n  - {module: double, function: double}\n",
+        })  # fmt: skip
+        for name in ("banner", "double"):
+            (repo / f"deployments/{name}.yaml").unlink()
+        git_init_commit(repo, "a static device")
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        with (tmp_path / "serve.log").open("w") as log:
+            process = subprocess.Popen(
+                [str(CLI), "serve", "--repo", str(repo), "--host", "127.0.0.1", "--port",
+                 str(port), "--data-dir", str(tmp_path / "data"), "--public-url", url,
+                 "--reconcile-interval", "0.5"],
+                stdout=subprocess.DEVNULL, stderr=log, text=True,
+            )  # fmt: skip
+        try:
+            eventually(lambda: _answers(url), "the orchestrator to listen")
+            eventually(
+                lambda: "fibo-chain" in fleet.call(lambda: list(quiet.deployments)),
+                "fibo-chain on the static device",
+            )
+            assert fleet.call(lambda: quiet.orchestrator_url) == url  # told where we are
+            # A device that registers but is not listed is known, not admitted, and told why.
+            httpx.post(url + "/file/device/discovery/register", json={
+                "name": "stranger", "port": stranger.port, "addresses": ["127.0.0.1"],
+            })  # fmt: skip
+            view = eventually(
+                lambda: (
+                    (answer := httpx.get(url + "/api/v1/devices/stranger")).status_code == 200
+                    and answer.json()
+                ),
+                "the stranger to be known",
+            )
+            assert view["admitted"] is False
+            assert "not listed" in view["admission"]
+            assert fleet.call(lambda: list(stranger.deployments)) == []
+        finally:
+            process.terminate()
+            process.communicate(timeout=BOUND)
+        assert process.returncode == 0, (tmp_path / "serve.log").read_text()
