@@ -360,6 +360,26 @@ class Store(FleetRecords):
                 found.add(facts["digest"])
         return found
 
+    def snapshot_rows(self, sha: str) -> tuple[dict[str, str], dict[str, str], str] | None:
+        """A kept snapshot as stored: module and deployment rows by name, and devices.yaml.
+
+        Rows compare as text: the same text is the same module (digest and manifest) or
+        deployment, so what a commit changed is found without rebuilding its snapshot.
+        """
+        with self._lock:
+            devices = self._db.execute(
+                "SELECT devices FROM snapshots WHERE commit_sha = ?", (sha,)
+            ).fetchone()
+            if devices is None:
+                return None
+            modules = self._db.execute(
+                "SELECT module, record FROM modules WHERE commit_sha = ?", (sha,)
+            ).fetchall()
+            deployments = self._db.execute(
+                "SELECT deployment, record FROM deployments WHERE commit_sha = ?", (sha,)
+            ).fetchall()
+        return dict(modules), dict(deployments), devices[0]
+
     def commit_count(self) -> int:
         with self._lock:
             (number,) = self._db.execute("SELECT COUNT(*) FROM commits").fetchone()

@@ -97,3 +97,21 @@ def test_events_are_filtered_and_streamed(api: tuple[Orchestrator, Path]) -> Non
     assert received[0]["commit_sha"] == bad
     only_commits = client.get("/api/v1/events", params={"deployment": "double"}).json()
     assert only_commits["items"] == []
+
+
+def test_commit_history_says_what_each_commit_changed(api: tuple[Orchestrator, Path]) -> None:
+    orchestrator, path = api
+    (path / "deployments/banner.yaml").unlink()
+    write_files(path, {"modules/fibo/module.yaml": (path / "modules/fibo/module.yaml")
+                       .read_text().replace("method: get", "method: post")})  # fmt: skip
+    second = git_init_commit(path, "fibo is queued; no banner")
+    orchestrator.until(lambda state: state["desired"]["sha"] == second, "the second commit")
+    items = orchestrator.client.get("/api/v1/commits").json()["items"]
+    assert items[0]["changes"] == [
+        {"kind": "module", "name": "fibo", "change": "changed"},
+        {"kind": "deployment", "name": "banner", "change": "removed"},
+    ]
+    assert items[1]["changes"] is None  # the first commit has nothing before it
+    page = orchestrator.client.get("/commits").text
+    assert "removed deployment" in page
+    assert 'href="/modules/fibo"' in page

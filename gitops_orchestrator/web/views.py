@@ -36,6 +36,18 @@ class CommitView(View):
     seen_at: str | None
     status: str
     problems: list[ProblemView]
+    changes: list[CommitChange] | None = None
+    """For an accepted commit whose snapshot and predecessor's are kept; None otherwise."""
+
+
+class CommitChange(View):
+    """What an accepted commit changed against the accepted commit before it."""
+
+    kind: str
+    """module, deployment or devices"""
+    name: str
+    change: str
+    """added, changed or removed"""
 
 
 class SourceView(View):
@@ -451,10 +463,40 @@ def deployment_detail(store: Store, name: str) -> DeploymentView | None:
 
 
 def commits_page(store: Store, *, offset: int, limit: int) -> CommitPage:
-    records = store.commits(limit=limit, offset=offset)
+    # One more than shown: the oldest shown commit's changes need the accepted one before it.
+    records = store.commits(limit=limit + 50, offset=offset)
     total = store.commit_count()
-    items = [view for r in records if (view := commit_view(r))]
+    items = []
+    for index, record in enumerate(records[:limit]):
+        view = commit_view(record)
+        if view is None:
+            continue
+        earlier = next((r for r in records[index + 1 :] if r.status == "accepted"), None)
+        if record.status == "accepted" and earlier is not None:
+            view = view.model_copy(
+                update={"changes": commit_changes(store, earlier.sha, record.sha)}
+            )
+        items.append(view)
     return CommitPage(total=total, offset=offset, limit=limit, items=items)
+
+
+def commit_changes(store: Store, before: str, after: str) -> list[CommitChange] | None:
+    """Modules, deployments and devices.yaml that differ between two kept snapshots."""
+    old, new = store.snapshot_rows(before), store.snapshot_rows(after)
+    if old is None or new is None:
+        return None
+    changes = []
+    for kind, was, now in (("module", old[0], new[0]), ("deployment", old[1], new[1])):
+        for name in sorted(was.keys() | now.keys()):
+            if name not in was:
+                changes.append(CommitChange(kind=kind, name=name, change="added"))
+            elif name not in now:
+                changes.append(CommitChange(kind=kind, name=name, change="removed"))
+            elif was[name] != now[name]:
+                changes.append(CommitChange(kind=kind, name=name, change="changed"))
+    if old[2] != new[2]:
+        changes.append(CommitChange(kind="devices", name="devices.yaml", change="changed"))
+    return changes
 
 
 def events_page(
