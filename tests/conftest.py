@@ -190,3 +190,14 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Orchestrator]]:
         if orchestrator.process.poll() is None:
             orchestrator.process.kill()
         orchestrator.process.communicate()
+
+
+def eventually(condition: Callable[[], Any], what: str, bound: float = 20.0) -> Any:
+    """The first true value of `condition()`, polled until `bound` seconds have passed."""
+    deadline = time.monotonic() + bound
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)

@@ -9,41 +9,21 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import jsonschema
 import pytest
-from conftest import CLI, copy_sample, free_port, git_init_commit, write_files
+from conftest import CLI, copy_sample, eventually, free_port, git_init_commit, write_files
+from test_deploy_e2e import CHAIN, DEVICES
 
 from gitops_orchestrator.simulator.device import Fault
 from gitops_orchestrator.simulator.fleet import FleetThread
 
 BOUND = 20.0
 ROOT = Path(__file__).resolve().parent.parent
-CHAIN = """name: fibo-chain
-sequence:
-  - module: fibo
-    function: fibo
-    device: sup1
-  - module: double
-    function: double
-    device: sup2
-"""
-DEVICES = "admission: listed\ndevices:\n  sup1: {}\n  sup2: {}\n  sup3: {}\n"
-
-
-def eventually(condition: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + BOUND
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 class Setup:

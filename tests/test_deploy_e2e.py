@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import copy_sample, git, git_init_commit, wat, write_files
+from conftest import copy_sample, eventually, git, git_init_commit, wat, write_files
 from test_serve import CLI, free_port
 
 from gitops_orchestrator.simulator.device import Fault
@@ -35,16 +34,6 @@ sequence:
     device: sup2
 """
 DEVICES = "admission: listed\ndevices:\n  sup1: {}\n  sup2: {}\n  sup3: {}\n"
-
-
-def eventually(condition: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + BOUND
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 class Setup:

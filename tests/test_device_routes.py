@@ -20,13 +20,13 @@ import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import SAMPLE_REPO, copy_sample, git_init_commit, write_files
+from conftest import SAMPLE_REPO, copy_sample, eventually, git_init_commit, write_files
 from test_serve import CLI, free_port
 
 from gitops_orchestrator.simulator.device import DEFAULT_INTERFACES
@@ -35,16 +35,6 @@ from gitops_orchestrator.simulator.fleet import FleetThread
 BOUND = 15.0
 REGISTER = "/file/device/discovery/register"
 GREETING = b"Hello from the Wasm-IoT fleet!\n"
-
-
-def eventually(condition: Callable[[], Any], what: str, bound: float = BOUND) -> Any:
-    deadline = time.monotonic() + bound
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 class Served:

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CLI, copy_sample, free_port, git_init_commit, write_files
-from test_deploy_e2e import Setup, _answers, eventually
+from conftest import CLI, copy_sample, eventually, free_port, git_init_commit, write_files
+from test_deploy_e2e import Setup, _answers
 
 from gitops_orchestrator.simulator.device import Fault
 from gitops_orchestrator.simulator.fleet import FleetThread

@@ -14,8 +14,7 @@ import re
 import socket
 import subprocess
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import httpx
 import pytest
 import uvicorn
 from browser import DESKTOP, PHONE, chromium, screenshot
-from conftest import CLI, copy_sample, free_port, git_init_commit, write_files
+from conftest import CLI, copy_sample, eventually, free_port, git_init_commit, write_files
 from playwright.sync_api import Page, expect
 from starlette.applications import Starlette
 from test_store import record_head
@@ -40,16 +39,6 @@ DEVICES = ["sup1", "sup2", "sup3"]
 # banner.count returns the size of its execution-stage input file in.bin.
 COUNT = "name: count\nsequence:\n  - {module: banner, function: count}\n"
 LIVE = 5000  # ms a page may take to show a change, after the change is made
-
-
-def eventually(condition: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + BOUND
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 class Site:
