@@ -282,6 +282,7 @@ class FleetRecords:
         self, checks: Iterable[HealthCheck], devices: Iterable[DeviceRecord], *, keep: int
     ) -> None:
         """A health sweep: each device's new state and the checks, kept `keep` per device."""
+        checks = list(checks)
         with self._transaction() as db:
             db.executemany(
                 "UPDATE devices SET state = ?, online_since = ?, last_seen = ?, failures = ?, "
@@ -306,7 +307,7 @@ class FleetRecords:
                     for c in checks
                 ],
             )  # fmt: skip
-            _keep_newest(db, "health_checks", keep)
+            _keep_newest(db, "health_checks", keep, (c.device for c in checks))
 
     def health_checks(self, device: str, *, limit: int = 20) -> list[HealthCheck]:
         with self._lock:
@@ -322,13 +323,14 @@ class FleetRecords:
 
     def add_logs(self, entries: Iterable[LogEntry], *, keep: int) -> None:
         """Log entries from devices, kept `keep` per device (a ring)."""
+        entries = list(entries)
         with self._transaction() as db:
             db.executemany(
                 "INSERT INTO device_logs (device, at, level, message, entry) "
                 "VALUES (?, ?, ?, ?, ?)",
                 [(e.device, e.at, e.level, e.message, json.dumps(e.entry)) for e in entries],
             )
-            _keep_newest(db, "device_logs", keep)
+            _keep_newest(db, "device_logs", keep, (e.device for e in entries))
 
     def logs(self, device: str, *, limit: int = 100) -> list[LogEntry]:
         with self._lock:
@@ -380,12 +382,16 @@ def _count(db: sqlite3.Connection, query: str, values: list[Any]) -> int:
     return int(number)
 
 
-def _keep_newest(db: sqlite3.Connection, table: str, keep: int) -> None:
-    """Drop all but the newest `keep` rows of each device in `table` (a per-device ring)."""
-    db.execute(
-        f"DELETE FROM {table} WHERE id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER "
-        f"(PARTITION BY device ORDER BY id DESC) AS newest FROM {table}) WHERE newest > ?)",
-        (keep,),
+def _keep_newest(db: sqlite3.Connection, table: str, keep: int, devices: Iterable[str]) -> None:
+    """Drop all but the newest `keep` rows of each of `devices` in `table` (a per-device ring).
+
+    Only the devices just written to can have grown, and each is pruned through the
+    `(device, id)` index: the cost follows the batch, not the size of the table.
+    """
+    db.executemany(
+        f"DELETE FROM {table} WHERE device = ?1 AND id <= (SELECT id FROM {table} "
+        "WHERE device = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+        [(device, keep) for device in sorted(set(devices))],
     )
 
 
