@@ -56,6 +56,8 @@ import wasmtime
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sync import write_step_modules  # noqa: E402  (bench/ is on the path: run as a script)
+
 from gitops_orchestrator.core import bodies, placement, planning  # noqa: E402
 from gitops_orchestrator.models import (  # noqa: E402
     Deployment,
@@ -355,20 +357,7 @@ def _fibo_applied(running: Orchestrator, *, body: bytes) -> bool:
 def generate_fleet_repo(repo: Path, devices: list[str], deployments: int, modules: int) -> int:
     """Modules with distinct binaries and free 1-3 step deployments; the number of steps."""
     rng = random.Random(42)
-    module_yaml = (
-        "name: {name}\nwasm: {name}.wasm\n"
-        "functions:\n  step: {{params: [integer], output: integer}}\n"
-    )
-    for number in range(modules):
-        name = f"m{number:03d}"
-        folder = repo / "modules" / name
-        folder.mkdir(parents=True)
-        (folder / "module.yaml").write_text(module_yaml.format(name=name))
-        wat = (
-            '(module (func (export "step") (param i32) (result i32)'
-            f" (i32.add (local.get 0) (i32.const {number}))))"
-        )
-        (folder / f"{name}.wasm").write_bytes(wasmtime.wat2wasm(wat))
+    write_step_modules(repo, [f"m{number:03d}" for number in range(modules)])
     (repo / "deployments").mkdir()
     steps = 0
     for number in range(deployments):

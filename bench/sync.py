@@ -113,13 +113,13 @@ def wait_for(condition: object, bound: float = 30.0) -> None:
         time.sleep(0.001)
 
 
-def generate(repo: Path, modules: int) -> None:
+def write_step_modules(repo: Path, names: list[str]) -> None:
+    """One module per name, each exporting `step(x)` and each with a binary of its own."""
     module_yaml = (
         "name: {name}\nwasm: {name}.wasm\n"
         "functions:\n  step: {{params: [integer], output: integer}}\n"
     )
-    for number in range(modules):
-        name = f"m{number:05d}"
+    for number, name in enumerate(names):
         folder = repo / "modules" / name
         folder.mkdir(parents=True)
         (folder / "module.yaml").write_text(module_yaml.format(name=name))
@@ -128,6 +128,10 @@ def generate(repo: Path, modules: int) -> None:
             f" (i32.add (local.get 0) (i32.const {number}))))"
         )
         (folder / f"{name}.wasm").write_bytes(wasmtime.wat2wasm(wat))
+
+
+def generate(repo: Path, modules: int) -> None:
+    write_step_modules(repo, [f"m{number:05d}" for number in range(modules)])
     (repo / "deployments").mkdir()
     for number in range(0, modules - 1, 2):
         name = f"d{number:05d}"
