@@ -42,6 +42,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import asgi  # noqa: E402  (bench/ is on the path: run as a script)
+
 from gitops_orchestrator import manifests, repo  # noqa: E402
 from gitops_orchestrator.fleetdb import DeviceRecord  # noqa: E402
 from gitops_orchestrator.store import Store  # noqa: E402
@@ -229,46 +231,28 @@ def fill(data: Path, work: Path, devices: int) -> None:
 
 async def asgi_cost(app: Any, path: str, requests: int) -> float:
     """Best-of-3 seconds per GET `path`, calling the ASGI app directly (no server, no sockets)."""
-    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    state: dict[str, Any] = {}
-    started = asyncio.Event()
+    async with asgi.lifespan(app) as state:
 
-    async def lifespan_receive() -> dict[str, Any]:
-        return await queue.get()
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def lifespan_send(message: dict[str, Any]) -> None:
-        if message["type"] == "lifespan.startup.complete":
-            started.set()
+        async def send(message: dict[str, Any]) -> None:
+            pass
 
-    lifespan = asyncio.create_task(
-        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": state},
-            lifespan_receive, lifespan_send)
-    )  # fmt: skip
-    await queue.put({"type": "lifespan.startup"})
-    await started.wait()
+        def scope() -> dict[str, Any]:
+            return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                    "method": "GET", "scheme": "http", "path": path, "raw_path": path.encode(),
+                    "query_string": b"", "root_path": "", "headers": [(b"host", b"127.0.0.1")],
+                    "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+                    "state": dict(state)}  # fmt: skip
 
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        pass
-
-    def scope() -> dict[str, Any]:
-        return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-                "method": "GET", "scheme": "http", "path": path, "raw_path": path.encode(),
-                "query_string": b"", "root_path": "", "headers": [(b"host", b"127.0.0.1")],
-                "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
-                "state": dict(state)}  # fmt: skip
-
-    best = float("inf")
-    for _ in range(4):  # the first round warms the caches up
-        begin = time.perf_counter()
-        for _ in range(requests):
-            await app(scope(), receive, send)
-        best = min(best, (time.perf_counter() - begin) / requests)
-    await queue.put({"type": "lifespan.shutdown"})
-    await lifespan
-    return best
+        best = float("inf")
+        for _ in range(4):  # the first round warms the caches up
+            begin = time.perf_counter()
+            for _ in range(requests):
+                await app(scope(), receive, send)
+            best = min(best, (time.perf_counter() - begin) / requests)
+        return best
 
 
 def in_process(data: Path, body: bytes, requests: int) -> dict[str, float]:

@@ -57,6 +57,7 @@ from urllib.parse import parse_qs, quote
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import asgi  # noqa: E402  (bench/ is on the path: run as a script)
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
 
@@ -581,57 +582,39 @@ async def asgi_cost(
     app: Any, requests: int, prefix: str, between: Callable[[], Awaitable[None]]
 ) -> float:
     """Best-of-3 seconds per `POST /device/logs`, calling the ASGI app directly."""
-    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    state: dict[str, Any] = {}
-    started = asyncio.Event()
+    async with asgi.lifespan(app) as state:
 
-    async def lifespan_receive() -> dict[str, Any]:
-        return await queue.get()
+        async def send(message: dict[str, Any]) -> None:
+            pass
 
-    async def lifespan_send(message: dict[str, Any]) -> None:
-        if message["type"] == "lifespan.startup.complete":
-            started.set()
+        def call(body: bytes) -> Awaitable[None]:
+            scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                     "method": "POST", "scheme": "http", "path": "/device/logs",
+                     "raw_path": b"/device/logs", "query_string": b"", "root_path": "",
+                     "headers": [(b"host", b"127.0.0.1"),
+                                 (b"content-type", b"application/x-www-form-urlencoded"),
+                                 (b"content-length", str(len(body)).encode())],
+                     "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+                     "state": dict(state)}  # fmt: skip
 
-    lifespan = asyncio.create_task(
-        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": state},
-            lifespan_receive, lifespan_send)
-    )  # fmt: skip
-    await queue.put({"type": "lifespan.startup"})
-    await started.wait()
+            async def receive() -> dict[str, Any]:
+                return {"type": "http.request", "body": body, "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
-        pass
+            return app(scope, receive, send)  # type: ignore[no-any-return]
 
-    def call(body: bytes) -> Awaitable[None]:
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-                 "method": "POST", "scheme": "http", "path": "/device/logs",
-                 "raw_path": b"/device/logs", "query_string": b"", "root_path": "",
-                 "headers": [(b"host", b"127.0.0.1"),
-                             (b"content-type", b"application/x-www-form-urlencoded"),
-                             (b"content-length", str(len(body)).encode())],
-                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
-                 "state": dict(state)}  # fmt: skip
-
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        return app(scope, receive, send)  # type: ignore[no-any-return]
-
-    best = float("inf")
-    for repetition in range(4):  # the first one warms up
-        names = [f"{prefix}{repetition}-{i}" for i in range(requests // 50 + 1)]
-        bodies = [
-            ("logData=" + quote(log_line(names[i // 50], i), safe="")).encode()
-            for i in range(requests)
-        ]
-        begin = time.perf_counter()
-        for body in bodies:
-            await call(body)
-        best = min(best, (time.perf_counter() - begin) / requests)
-        await between()
-    await queue.put({"type": "lifespan.shutdown"})
-    await lifespan
-    return best
+        best = float("inf")
+        for repetition in range(4):  # the first one warms up
+            names = [f"{prefix}{repetition}-{i}" for i in range(requests // 50 + 1)]
+            bodies = [
+                ("logData=" + quote(log_line(names[i // 50], i), safe="")).encode()
+                for i in range(requests)
+            ]
+            begin = time.perf_counter()
+            for body in bodies:
+                await call(body)
+            best = min(best, (time.perf_counter() - begin) / requests)
+            await between()
+        return best
 
 
 def in_process(workdir: Path, requests: int) -> dict[str, float]:
