@@ -13,15 +13,10 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from .core.review import (
-    Breaking,
-    Change,
-    DeploymentChange,
-    DeviceChange,
-    ModuleFacts,
-    Review,
-    StepIssue,
-)
+from .core.breaking import Breaking
+from .core.devicediff import DeploymentChange, DeviceChange
+from .core.modulediff import Change, ModuleFacts
+from .core.review import Review, StepIssue
 from .models import Problem
 from .review import Planned, problem_file
 

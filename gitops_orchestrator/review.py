@@ -22,7 +22,8 @@ import pydantic
 from . import documents, manifests, repo, wasm
 from . import inventory as inventory_module
 from .core import review as reviewing
-from .core.review import CommitFacts, ModuleFacts, Review
+from .core.modulediff import CommitFacts, ModuleFacts
+from .core.review import Review
 from .inventory import Inventory
 from .models import Function, LoadedModule, LoadResult, Problem, Snapshot
 from .repo import Tree

@@ -28,7 +28,9 @@ from conftest import CLI, SAMPLE_REPO, Files, git, git_init_commit, wat, write_f
 
 from gitops_orchestrator import inventory, report, review
 from gitops_orchestrator.cli import main
-from gitops_orchestrator.core.review import BreakingKind, Change, DeploymentChange, DeviceChange
+from gitops_orchestrator.core.breaking import BreakingKind
+from gitops_orchestrator.core.devicediff import DeploymentChange, DeviceChange
+from gitops_orchestrator.core.modulediff import Change
 from gitops_orchestrator.simulator.fleet import FleetThread
 
 GOLDEN = Path(__file__).parent / "golden" / "plan"
