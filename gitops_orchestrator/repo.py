@@ -156,3 +156,18 @@ def tree_at(path: Path, ref: str) -> Iterator[GitTree]:
         yield commit_tree(repository, ref, folder)
     finally:
         repository.close()
+
+
+def merge_base(repository: git.Repo, one: str, other: str) -> tuple[str | None, int]:
+    """The best common ancestor of two commits (shas), and how many commits `one` has past it.
+
+    None and 0 when the histories share no commit (or a shallow clone lacks the shared part).
+    """
+    try:
+        found = repository.merge_base(one, other)
+        if not found:
+            return None, 0
+        since = repository.git.rev_list("--count", f"{found[0].hexsha}..{one}")
+    except (git.GitCommandError, ValueError) as exc:
+        raise RepoError(f"cannot find the merge base of {one} and {other}: {exc}") from exc
+    return found[0].hexsha, int(since)

@@ -13,14 +13,16 @@ file, a clock or the network.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
-from ..models import Admission, DeviceId, Devices, DeviceView, Problem, Snapshot
+from ..models import Admission, DeviceId, Devices, DeviceState, DeviceView, Problem, Snapshot
 from . import bodies, planning, wording
 from .breaking import Breaking, breaking
 from .devicediff import DeviceChange, Differ
 from .modulediff import Change, CommitFacts, ModuleChange, module_changes
 from .placement import Placement, StepKey, StepStatus, place
+from .pruneguard import PruneGuard, prune_guard
+from .repodiff import DeploymentDiff, DevicesFileDiff, deployment_diffs, devices_file_diff
 
 PLACEHOLDER_URL = "http://orchestrator"
 """The orchestrator's URL in both commits' bodies: only digests and endpoints are compared."""
@@ -48,10 +50,13 @@ class Review:
     unplaceable: tuple[StepIssue, ...]
     waiting: tuple[StepIssue, ...]
     breaking: tuple[Breaking, ...]
-    hold: planning.Hold | None
+    prune: PruneGuard | None
+    """Set when head removes deployments that run: whether the guard would hold it, and why."""
     notes: tuple[str, ...]
     fleet: int
     """Devices in the inventory placement used."""
+    deployments: tuple[DeploymentDiff, ...] = ()
+    devices_yaml: DevicesFileDiff = field(default_factory=DevicesFileDiff)
 
     @property
     def valid(self) -> bool:
@@ -64,26 +69,48 @@ class Review:
 
     @property
     def summary(self) -> str:
-        """One line, first in every format: `3 devices change, 1 step cannot be placed`."""
+        """One line, first in every format: what the files change, then what the devices do.
+
+        `1 deployment added, 1 module changed; 3 devices change, 1 step cannot be placed`.
+        """
         if not self.valid:
-            parts = [
+            return ", ".join([
                 f"head is not valid ({wording.count(len(self.head_problems), 'problem')}): "
-                "the orchestrator would reject it and change nothing"
-            ]
-        elif self.devices:
+                "the orchestrator would reject it and change nothing",
+                *self._blockers(),
+            ])  # fmt: skip
+        files = ", ".join(self._file_changes())
+        return f"{files}; {self._device_summary()}" if files else self._device_summary()
+
+    def _file_changes(self) -> list[str]:
+        parts = []
+        for kind, changes in (("deployment", self.deployments), ("module", self.modules)):
+            for change in Change:
+                number = sum(1 for item in changes if item.change is change)
+                if number:
+                    parts.append(f"{wording.count(number, kind)} {change.value}")
+        if self.devices_yaml:
+            parts.append("devices.yaml changed")
+        return parts
+
+    def _blockers(self) -> list[str]:
+        return [wording.count(len(self.breaking), "breaking change")] if self.breaking else []
+
+    def _device_summary(self) -> str:
+        parts: list[str]
+        if self.devices:
             count = len(self.devices)
             parts = [f"{wording.count(count, 'device')} change{'s' if count == 1 else ''}"]
         else:
             parts = ["no device changes"]
         if self.unplaceable:
             parts.append(f"{wording.count(len(self.unplaceable), 'step')} cannot be placed")
-        if self.breaking:
-            parts.append(wording.count(len(self.breaking), "breaking change"))
+        parts.extend(self._blockers())
         if self.waiting:
             count = len(self.waiting)
             verb = "waits" if count == 1 else "wait"
             parts.append(f"{wording.count(count, 'step')} {verb} for a device")
-        if self.hold:
+        if self.prune and self.prune.held:
             parts.append("held by the prune guard")
         return ", ".join(parts)
 
@@ -115,6 +142,7 @@ def review(
     return_after: float = 30.0,
     prune_limit: float = 0.5,
     notes: Sequence[str] = (),
+    assumed: bool = False,
 ) -> Review:
     """What merging head onto base would do to the devices of `inventory`.
 
@@ -123,6 +151,10 @@ def review(
     steps now (base is placed sticky to it); the facts, each commit's modules and calls, also
     of a commit with problems. A head with problems (`head` None) changes nothing: only its
     problems and the breaking changes visible in `head_facts` are reported.
+
+    `assumed` says the inventory was made of devices.yaml (no inventory given), so where base
+    runs is not known: the prune guard then takes base's deployments as running where base
+    would place them were every device of the inventory online, as the orchestrator's are.
     """
     notes = list(notes)
     if base is None:
@@ -141,7 +173,7 @@ def review(
             base_valid=base is not None, head_problems=tuple(head_problems), devices=(),
             modules=modules, unplaceable=(), waiting=(),
             breaking=breaking(base_facts, head_facts, base_placed, None, inventory),
-            hold=None, notes=tuple(notes), fleet=len(inventory),
+            prune=None, notes=tuple(notes), fleet=len(inventory),
         )  # fmt: skip
     head_fleet = fleet_for(inventory, head.devices)
     head_placed = place(
@@ -183,5 +215,20 @@ def review(
         unplaceable=tuple(issues[StepStatus.UNPLACEABLE]),
         waiting=tuple(issues[StepStatus.WAITING]),
         breaking=breaking(base_facts, head_facts, base_placed, head_placed, inventory),
-        hold=planned.hold, notes=tuple([*notes, *planned.notes]), fleet=len(inventory),
+        prune=prune_guard(
+            _running(base, inventory, now=now) if assumed and base else base_bodies,
+            deployments=frozenset(head.deployments), limit=prune_limit,
+        ),
+        notes=tuple([*notes, *planned.notes]), fleet=len(inventory),
+        deployments=deployment_diffs(base, head), devices_yaml=devices_file_diff(base, head),
     )  # fmt: skip
+
+
+def _running(
+    base: Snapshot, inventory: Mapping[DeviceId, DeviceView], *, now: float
+) -> dict[DeviceId, dict[str, bodies.Body]]:
+    """Base's bodies with every device online: what the orchestrator runs, as far as known."""
+    online = {name: replace(view, state=DeviceState.ONLINE) for name, view in inventory.items()}
+    fleet = fleet_for(online, base.devices)
+    placed = place(base, fleet=fleet, previous={}, now=now)
+    return bodies.deploy_bodies(base, placement=placed, fleet=fleet, base_url=PLACEHOLDER_URL)
