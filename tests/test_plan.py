@@ -768,6 +768,8 @@ def test_the_prune_guard_is_worded_in_deployments_and_devices(
         "67% > the 50% prune limit): the orchestrator would hold this commit"
     )
     assert result.summary.endswith("held by the prune guard")
+    assumed = [note for note in result.notes if note.startswith("prune guard: without")]
+    assert len(assumed) == (0 if with_inventory else 1)
     kept = review.plan_change(
         root, base="HEAD~1", head="HEAD", inventory=devices, now=NOW, prune_limit=1.0
     ).review.prune

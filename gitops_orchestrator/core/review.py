@@ -209,16 +209,22 @@ def review(
             spec = head.deployments[name].sequence[number]
             issue = StepIssue(name, number + 1, spec.module, spec.function, step.reason)
             issues[step.status].append(issue)
+    guard = prune_guard(
+        _running(base, inventory, now=now) if assumed and base else base_bodies,
+        deployments=frozenset(head.deployments), limit=prune_limit,
+    )  # fmt: skip
+    if guard and assumed:
+        notes.append(
+            "prune guard: without an inventory, base's deployments are taken as running where "
+            "base would place them were every device of devices.yaml online"
+        )
     return Review(
         base_sha=base.commit_sha if base else None, head_sha=head.commit_sha,
         base_valid=base is not None, head_problems=(), devices=tuple(devices), modules=modules,
         unplaceable=tuple(issues[StepStatus.UNPLACEABLE]),
         waiting=tuple(issues[StepStatus.WAITING]),
         breaking=breaking(base_facts, head_facts, base_placed, head_placed, inventory),
-        prune=prune_guard(
-            _running(base, inventory, now=now) if assumed and base else base_bodies,
-            deployments=frozenset(head.deployments), limit=prune_limit,
-        ),
+        prune=guard,
         notes=tuple([*notes, *planned.notes]), fleet=len(inventory),
         deployments=deployment_diffs(base, head), devices_yaml=devices_file_diff(base, head),
     )  # fmt: skip
