@@ -167,7 +167,10 @@ def merge_base(repository: git.Repo, one: str, other: str) -> tuple[str | None, 
         found = repository.merge_base(one, other)
         if not found:
             return None, 0
-        since = repository.git.rev_list("--count", f"{found[0].hexsha}..{one}")
+        fork = found[0].hexsha
+        if fork == repository.commit(one).hexsha:
+            return fork, 0  # the usual case, a branch of base's tip: no commit to count
+        since = repository.git.rev_list("--count", f"{fork}..{one}")
     except (git.GitCommandError, ValueError) as exc:
         raise RepoError(f"cannot find the merge base of {one} and {other}: {exc}") from exc
-    return found[0].hexsha, int(since)
+    return fork, int(since)

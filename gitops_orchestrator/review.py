@@ -76,10 +76,12 @@ def plan_change(
             folder = "."
         folder = "" if folder == "." else folder
         cache = manifests.LoadCache()
-        tip = repo.commit_tree(repository, base, folder).sha or ""
+        base_tree = repo.commit_tree(repository, base, folder)
         head_tree = repo.commit_tree(repository, head, folder)
+        tip = base_tree.sha or ""
         fork, moved_on = repo.merge_base(repository, tip, head_tree.sha or "")
-        base_tree = repo.commit_tree(repository, fork or tip, folder)
+        if fork is not None and fork != tip:
+            base_tree = repo.commit_tree(repository, fork, folder)
         base_result = manifests.load(base_tree, settings=settings, cache=cache)
         head_result = manifests.load(head_tree, settings=settings, cache=cache)
         base_facts = _facts(base_result, base_tree, settings)
