@@ -1,13 +1,14 @@
 """Review: what merging a change would do to the fleet (design §3, `plan`).
 
 This is a purely computational function with no side-effects: two snapshots (base and head),
-the facts of both commits' modules and a device inventory go in; a `Review` comes out: per
-device, the deployments and modules it gains, changes and loses (with reasons), the steps that
-cannot be placed or wait for a device, the breaking changes between module versions, and what
-the prune guard would hold. Both commits are placed against the same inventory, head with base's
-placement as the previous one, so stickiness shows what would really move. The `review` shell
-module loads the commits and the inventory; `report` renders the result. Nothing here reads a
-file, a clock or the network.
+the facts of both commits' modules and a device inventory go in; a `Review` comes out: what
+the files change (deployments and devices.yaml, `repodiff`; modules, `modulediff`), per device
+the deployments and modules it gains, changes and loses with reasons (`devicediff`), the steps
+that cannot be placed or wait for a device, the breaking changes between module versions
+(`breaking`), and the prune guard's counts (`pruneguard`). Both commits are placed against the
+same inventory, head with base's placement as the previous one, so stickiness shows what would
+really move. The `review` shell module loads the commits and the inventory; `report` renders the
+result. Nothing here reads a file, a clock or the network.
 """
 
 from __future__ import annotations
