@@ -665,6 +665,31 @@ def test_without_an_inventory_the_plan_lists_what_changes(tmp_path: Path) -> Non
     )
 
 
+def test_steps_replaced_and_removed_and_devices_uncordoned_or_removed(tmp_path: Path) -> None:
+    base: Files = {
+        **BASE,
+        "devices.yaml": "devices:\n  sup1: {labels: {room: kitchen}, cordoned: true}\n"
+        "  sup2: {address: 'http://127.0.0.1:5002'}\n",
+    }
+    head: Files = {
+        "deployments/chain.yaml": "name: chain\nsequence:\n  - {module: fibo, function: fibo}\n",
+        "deployments/solo.yaml": "name: solo\nsequence:\n  - {module: fibo, function: fibo}\n",
+        "devices.yaml": "devices:\n  sup1: {labels: {room: kitchen}}\n",
+    }
+    root = commits(tmp_path / "repo", head, base=base)
+    result = review.plan_change(root, base="HEAD~1", head="HEAD", inventory=None, now=NOW).review
+    assert [(d.deployment, d.details) for d in result.deployments] == [
+        ("chain", ("step 1 device: sup1 → none", "step 1 failovers: sup2 → none",
+                   "step 2 removed: double.double")),
+        ("solo", ("step 1: double.double where room=hallway → fibo.fibo",)),
+    ]  # fmt: skip
+    assert result.devices_yaml.admission is None
+    assert [(d.device, d.change, d.details) for d in result.devices_yaml.devices] == [
+        ("sup1", Change.CHANGED, ("no longer cordoned",)),
+        ("sup2", Change.REMOVED, ("was address http://127.0.0.1:5002, no labels",)),
+    ]
+
+
 @pytest.mark.parametrize("suffix", ["txt", "md", "json"])
 def test_golden_outputs_without_an_inventory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
