@@ -480,6 +480,8 @@ def plan(
     click.echo(report.render(planned, output_format))
     if output_format == "json":
         click.echo(f"plan: {planned.review.summary}", err=True)
+        for warning in planned.warnings:
+            click.echo(f"warning: {warning}", err=True)
     sys.exit(0 if planned.review.ok else 1)
 
 

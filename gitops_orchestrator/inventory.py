@@ -21,8 +21,8 @@ from typing import Any
 
 import httpx
 
+from .core.modulediff import CommitFacts
 from .core.placement import StepKey
-from .core.review import CommitFacts
 from .errors import OrchestratorError
 from .models import DeviceId, DeviceState, DeviceView, Snapshot
 

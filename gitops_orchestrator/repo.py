@@ -156,3 +156,21 @@ def tree_at(path: Path, ref: str) -> Iterator[GitTree]:
         yield commit_tree(repository, ref, folder)
     finally:
         repository.close()
+
+
+def merge_base(repository: git.Repo, one: str, other: str) -> tuple[str | None, int]:
+    """The best common ancestor of two commits (shas), and how many commits `one` has past it.
+
+    None and 0 when the histories share no commit (or a shallow clone lacks the shared part).
+    """
+    try:
+        found = repository.merge_base(one, other)
+        if not found:
+            return None, 0
+        fork = found[0].hexsha
+        if fork == repository.commit(one).hexsha:
+            return fork, 0  # the usual case, a branch of base's tip: no commit to count
+        since = repository.git.rev_list("--count", f"{fork}..{one}")
+    except (git.GitCommandError, ValueError) as exc:
+        raise RepoError(f"cannot find the merge base of {one} and {other}: {exc}") from exc
+    return fork, int(since)

@@ -1,10 +1,12 @@
 """`plan`'s output: one review rendered as text, as Markdown for a pull request, or as JSON.
 
-Every format starts with the one-line summary, then head's problems, the steps that cannot be
-placed and the breaking changes (what blocks a merge), then what each device gains, changes and
-loses, the steps waiting for a device, the prune guard and the notes. The Markdown is written
-to be posted as a pull-request comment: a table per device, details collapsed when long, and
-kept under the size a comment may have. Rendering only; nothing here decides.
+Every format starts with the one-line summary and the warnings (base moved on since the merge
+base), then head's problems, the steps that cannot be placed, the breaking changes and the prune
+guard (what blocks a merge), then what the files change (deployments, modules, devices.yaml),
+what each device gains, changes and loses, the steps waiting for a device, and the notes. The
+Markdown is written to be posted as a pull-request comment: a table per device, details
+collapsed when long, and kept under the size a comment may have. Rendering only; nothing here
+decides.
 """
 
 from __future__ import annotations
@@ -13,15 +15,12 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from .core.review import (
-    Breaking,
-    Change,
-    DeploymentChange,
-    DeviceChange,
-    ModuleFacts,
-    Review,
-    StepIssue,
-)
+from .core import wording
+from .core.breaking import Breaking
+from .core.devicediff import DeploymentChange, DeviceChange
+from .core.modulediff import Change, ModuleFacts
+from .core.repodiff import DeploymentDiff, DeviceEntryDiff
+from .core.review import Review, StepIssue
 from .models import Problem
 from .review import Planned, problem_file
 
@@ -46,8 +45,11 @@ def _origin(planned: Planned) -> str:
     where = (
         f"the inventory {planned.inventory}" if planned.inventory else "devices.yaml (no inventory)"
     )
+    base = _sha(planned.base_tip or result.base_sha)
+    if planned.merge_base and planned.merge_base != planned.base_tip:
+        base += f", merge base {_sha(planned.merge_base)}"
     return (
-        f"base {planned.base_ref} ({_sha(result.base_sha)}), head {planned.head_ref} "
+        f"base {planned.base_ref} ({base}), head {planned.head_ref} "
         f"({_sha(result.head_sha)}); {result.fleet} devices from {where}"
     )
 
@@ -58,6 +60,7 @@ def _origin(planned: Planned) -> str:
 def text(planned: Planned) -> str:
     result = planned.review
     lines = [f"plan: {result.summary}", _origin(planned)]
+    lines.extend(f"warning: {warning}" for warning in planned.warnings)
 
     def section(title: str, entries: Iterable[str]) -> None:
         entries = list(entries)
@@ -70,15 +73,17 @@ def text(planned: Planned) -> str:
     for item in result.breaking:
         breaking.extend([item.message, f"  base: {item.base}", f"  head: {item.head}"])
     section("breaking changes", breaking)
+    if result.prune:
+        section("prune guard", [result.prune.text])
+    section("deployments", _deployment_lines(result))
+    section("modules", _module_lines(result))
+    section("devices.yaml", _devices_yaml_lines(result))
     devices = []
     for device in result.devices:
         devices.append(f"{device.device} ({device.state})")
         devices.extend(f"  {line}" for line in _device_lines(device))
     section("devices", devices)
     section("waiting for a device (not an error)", (_issue(i) for i in result.waiting))
-    if result.hold:
-        section("prune guard", [f"held: {result.hold.reason}"])
-    section("modules", _module_lines(result))
     section("notes", result.notes)
     return "\n".join(lines)
 
@@ -96,6 +101,25 @@ def _device_lines(device: DeviceChange) -> list[str]:
         if names:
             lines.append(f"{label}: {', '.join(names)}")
     return lines
+
+
+def _deployment_lines(result: Review) -> list[str]:
+    return [_change_line(diff.deployment, diff) for diff in result.deployments]
+
+
+def _devices_yaml_lines(result: Review) -> list[str]:
+    lines = []
+    if result.devices_yaml.admission:
+        lines.append("admission: {} → {}".format(*result.devices_yaml.admission))
+    lines.extend(_change_line(diff.device, diff) for diff in result.devices_yaml.devices)
+    return lines
+
+
+def _change_line(name: str, diff: DeploymentDiff | DeviceEntryDiff) -> str:
+    if diff.change is Change.CHANGED or isinstance(diff, DeviceEntryDiff):
+        return f"{name} {diff.change.value}: {'; '.join(diff.details)}"
+    was = "was " if diff.change is Change.REMOVED else ""
+    return f"{name} {diff.change.value}: {was}{' then '.join(diff.details)}"
 
 
 def _module_lines(result: Review) -> list[str]:
@@ -116,10 +140,15 @@ def _module_lines(result: Review) -> list[str]:
 def markdown(planned: Planned) -> str:
     result = planned.review
     out = [f"### Plan: {_md(result.summary)}", "", _md(_origin(planned))]
+    for warning in planned.warnings:
+        out.extend(["", f"> **Warning:** {_md(warning)}"])
 
     def section(title: str, entries: Iterable[str]) -> None:
         entries = list(entries)
-        if entries:
+        if len(entries) > COLLAPSE_LINES:
+            out.extend(["", f"<details><summary>{title} ({len(entries)})</summary>", ""])
+            out.extend([*(f"- {entry}" for entry in entries), "", "</details>"])
+        elif entries:
             out.extend(["", f"**{title}**", "", *(f"- {entry}" for entry in entries)])
 
     section(
@@ -134,6 +163,11 @@ def markdown(planned: Planned) -> str:
             for b in result.breaking
         ),
     )
+    if result.prune:
+        held = "Held by the prune guard" if result.prune.held else "Prune guard"
+        out.extend(["", f"**{held}:** {_md(result.prune.text)}"])
+    section("Deployments", (_md_change(d.deployment, d) for d in result.deployments))
+    section("devices.yaml", _md_devices_yaml(result))
     if result.devices:
         out.extend(["", "| device | gains | changes | loses |", "|---|---|---|---|"])
         for device in result.devices[:TABLE_ROWS]:
@@ -149,11 +183,10 @@ def markdown(planned: Planned) -> str:
         "Waiting for a device (not an error: they deploy once it can take them)",
         (_md_issue(i) for i in result.waiting),
     )
-    if result.hold:
-        out.extend(["", f"**Held by the prune guard:** {_md(result.hold.reason)}"])
     details = _md_details(result)
     if len(details) > COLLAPSE_LINES:
-        count = f"{_count(len(result.devices), 'device')}, {_count(len(result.modules), 'module')}"
+        devices = wording.count(len(result.devices), "device")
+        count = f"{devices}, {wording.count(len(result.modules), 'module')}"
         out.extend(["", f"<details><summary>Details ({count})</summary>", "", *details])
         out.extend(["", "</details>"])
     elif details:
@@ -181,6 +214,19 @@ def _cell(changes: tuple[DeploymentChange, ...], modules: tuple[str, ...]) -> st
     return "<br>".join(parts) or " "
 
 
+def _md_devices_yaml(result: Review) -> list[str]:
+    admission = _devices_yaml_lines(result)[:1] if result.devices_yaml.admission else []
+    return [
+        *(_md(line) for line in admission),
+        *(_md_change(diff.device, diff) for diff in result.devices_yaml.devices),
+    ]
+
+
+def _md_change(name: str, diff: DeploymentDiff | DeviceEntryDiff) -> str:
+    _, _, rest = _change_line(name, diff).partition(" ")
+    return f"`{name}` {_md(rest)}"
+
+
 def _md_issue(issue: StepIssue) -> str:
     return (
         f"`{issue.deployment}` step {issue.step} (`{issue.module}.{issue.function}`): "
@@ -203,7 +249,7 @@ def _within_limit(lines: list[str]) -> str:
     if len(document) <= MARKDOWN_LIMIT:
         return document
     cut = document[: MARKDOWN_LIMIT - 200].rsplit("\n", 1)[0]
-    closing = "\n\n</details>" if "<details>" in cut else ""
+    closing = "\n\n</details>" if cut.count("<details>") > cut.count("</details>") else ""
     return (
         f"{cut}\n\n…cut to fit a comment: run `gitops-orchestrator plan --format text` "
         f"(or json) for the whole plan.{closing}"
@@ -218,7 +264,13 @@ def as_json(planned: Planned) -> dict[str, Any]:
     return {
         "summary": result.summary,
         "ok": result.ok,
-        "base": {"ref": planned.base_ref, "sha": result.base_sha, "valid": result.base_valid},
+        "base": {
+            "ref": planned.base_ref,
+            "sha": planned.base_tip or result.base_sha,
+            "merge_base": planned.merge_base,
+            "moved_on": planned.moved_on,
+            "valid": result.base_valid,
+        },
         "head": {
             "ref": planned.head_ref,
             "sha": result.head_sha,
@@ -228,12 +280,22 @@ def as_json(planned: Planned) -> dict[str, Any]:
                 for p in result.head_problems
             ],
         },
+        "warnings": list(planned.warnings),
         "inventory": {"source": planned.inventory, "devices": result.fleet},
         "unplaceable": [vars(issue) for issue in result.unplaceable],
         "breaking": [_json_breaking(item) for item in result.breaking],
+        "prune_guard": _json_prune(result),
+        "deployments": [_json_diff(diff) for diff in result.deployments],
+        "devices_yaml": {
+            "admission": (
+                dict(zip(("base", "head"), result.devices_yaml.admission, strict=True))
+                if result.devices_yaml.admission
+                else None
+            ),
+            "devices": [_json_diff(diff) for diff in result.devices_yaml.devices],
+        },
         "devices": [_json_device(device) for device in result.devices],
         "waiting": [vars(issue) for issue in result.waiting],
-        "prune_guard": ({"held": True, **vars(result.hold)} if result.hold else {"held": False}),
         "modules": [
             {
                 "module": m.name,
@@ -246,6 +308,16 @@ def as_json(planned: Planned) -> dict[str, Any]:
         ],
         "notes": list(result.notes),
     }
+
+
+def _json_prune(result: Review) -> dict[str, Any]:
+    if result.prune is None:
+        return {"held": False}
+    return {"held": result.prune.held, "reason": result.prune.text, **vars(result.prune)}
+
+
+def _json_diff(diff: DeploymentDiff | DeviceEntryDiff) -> dict[str, Any]:
+    return {**vars(diff), "change": diff.change.value, "details": list(diff.details)}
 
 
 def _json_breaking(item: Breaking) -> dict[str, Any]:
@@ -306,10 +378,6 @@ def _facts(facts: ModuleFacts) -> str:
     size = f", {facts.size} bytes" if facts.size is not None else ""
     needs = ", ".join(facts.requirements) or "no host function"
     return f"sha256:{_sha(facts.digest)}{size}, exports {exports or 'nothing'}, needs {needs}"
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _sha(sha: str | None) -> str:

@@ -1,12 +1,14 @@
 """`plan`'s shell: load two commits and an inventory, and hand them to `core.review`.
 
-Both commits are read from git objects (`repo`), never the working tree, and loaded with one
-shared `LoadCache`, so blobs the change does not touch are parsed and inspected once. A commit
-with problems has no snapshot; its modules and deployments are still read leniently here
-(`lenient_facts`: YAML, wasm exports and imports, whatever parses), so a breaking change can be
-shown with both versions' facts next to the problems that reject it; a valid commit's facts
-come from its snapshot (`commit_facts`). Raises `RepoError` for a path or ref that cannot be
-read; bad content is never an exception.
+Head is compared with the merge base of base and head, which is what merging it changes; when
+base has moved on since, the plan says by how many commits (they are not in head, and a plan
+against base's tip would show them undone). Both commits are read from git objects (`repo`),
+never the working tree, and loaded with one shared `LoadCache`, so blobs the change does not
+touch are parsed and inspected once. A commit with problems has no snapshot; its modules and
+deployments are still read leniently here (`lenient_facts`: YAML, wasm exports and imports,
+whatever parses), so a breaking change can be shown with both versions' facts next to the
+problems that reject it; a valid commit's facts come from its snapshot (`commit_facts`).
+Raises `RepoError` for a path or ref that cannot be read; bad content is never an exception.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import pydantic
 from . import documents, manifests, repo, wasm
 from . import inventory as inventory_module
 from .core import review as reviewing
-from .core.review import CommitFacts, ModuleFacts, Review
+from .core.modulediff import CommitFacts, ModuleFacts
+from .core.review import Review
 from .inventory import Inventory
 from .models import Function, LoadedModule, LoadResult, Problem, Snapshot
 from .repo import Tree
@@ -41,6 +44,14 @@ class Planned:
     relative to the root, as a pull request shows them."""
     inventory: str | None
     """The inventory's file or URL; None when devices.yaml stood in for it."""
+    base_tip: str = ""
+    """The commit `base_ref` names; the review's base is the merge base with head."""
+    merge_base: str | None = None
+    """None when base and head share no commit: then the review's base is base's tip."""
+    moved_on: int = 0
+    """Commits base has past the merge base: changes that head does not have."""
+    warnings: tuple[str, ...] = ()
+    """For people, before everything but the summary."""
 
 
 def plan_change(
@@ -67,12 +78,17 @@ def plan_change(
         cache = manifests.LoadCache()
         base_tree = repo.commit_tree(repository, base, folder)
         head_tree = repo.commit_tree(repository, head, folder)
+        tip = base_tree.sha or ""
+        fork, moved_on = repo.merge_base(repository, tip, head_tree.sha or "")
+        if fork is not None and fork != tip:
+            base_tree = repo.commit_tree(repository, fork, folder)
         base_result = manifests.load(base_tree, settings=settings, cache=cache)
         head_result = manifests.load(head_tree, settings=settings, cache=cache)
         base_facts = _facts(base_result, base_tree, settings)
         head_facts = _facts(head_result, head_tree, settings)
     finally:
         repository.close()
+    warnings = _warnings(base, head, fork, moved_on)
     if inventory is None:
         observed, note = inventory_module.assumed(
             (base_result.snapshot, head_result.snapshot), (base_facts, head_facts)
@@ -84,11 +100,29 @@ def plan_change(
         base_result.snapshot, head_result.snapshot, inventory=observed, now=now,
         base_facts=base_facts, head_facts=head_facts, head_problems=head_result.problems,
         running=running, return_after=return_after, prune_limit=prune_limit, notes=notes,
+        assumed=inventory is None,
     )  # fmt: skip
     # An invalid commit has no snapshot, so the review cannot know its sha.
     result = replace(result, base_sha=base_tree.sha, head_sha=head_tree.sha)
     source = inventory.source if inventory else None
-    return Planned(result, base, head, folder, source)
+    return Planned(result, base, head, folder, source, tip, fork, moved_on, warnings)
+
+
+def _warnings(base: str, head: str, fork: str | None, moved_on: int) -> tuple[str, ...]:
+    if fork is None:
+        return (
+            f"base {base} and head {head} have no common commit (unrelated histories, or a "
+            "shallow clone: fetch with fetch-depth: 0): head is compared with base's tip",
+        )
+    if moved_on:
+        commits = "1 commit" if moved_on == 1 else f"{moved_on} commits"
+        return (
+            f"base {base} has moved on by {commits} since the merge base {fork[:12]}: head "
+            "is compared with the merge base (what merging changes), so this plan does not "
+            f"show what those commits change; merge or rebase {base} into the branch to plan "
+            "against them",
+        )
+    return ()
 
 
 def _facts(result: LoadResult, tree: Tree, settings: LoaderSettings) -> CommitFacts:

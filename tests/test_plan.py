@@ -28,7 +28,9 @@ from conftest import CLI, SAMPLE_REPO, Files, git, git_init_commit, wat, write_f
 
 from gitops_orchestrator import inventory, report, review
 from gitops_orchestrator.cli import main
-from gitops_orchestrator.core.review import BreakingKind, Change, DeploymentChange, DeviceChange
+from gitops_orchestrator.core.breaking import BreakingKind
+from gitops_orchestrator.core.devicediff import DeploymentChange, DeviceChange
+from gitops_orchestrator.core.modulediff import Change
 from gitops_orchestrator.simulator.fleet import FleetThread
 
 GOLDEN = Path(__file__).parent / "golden" / "plan"
@@ -150,7 +152,7 @@ def test_added_deployment_and_module(tmp_path: Path) -> None:
         "  - {module: inc, function: inc, device: sup3}\n",
     }
     planned = plan(commits(tmp_path / "repo", head))
-    assert planned.review.summary == "1 device changes"
+    assert planned.review.summary == "1 deployment added, 1 module added; 1 device changes"
     sup3 = device(planned, "sup3")
     assert [(g.deployment, g.steps, g.reason) for g in sup3.gains] == [
         ("count", ("inc.inc",), "new deployment")
@@ -233,7 +235,9 @@ def test_removed_deployment_and_module(tmp_path: Path) -> None:
     ]
     assert sup3.modules_lost == ("greet",)
     assert [(m.name, m.change) for m in planned.review.modules] == [("greet", Change.REMOVED)]
-    assert planned.review.hold is None  # 1 of 4 running pairs: under the prune limit
+    guard = planned.review.prune  # 1 of 4 running pairs: under the prune limit
+    assert guard is not None
+    assert not guard.held
 
 
 # Steps that cannot be placed, or wait
@@ -249,7 +253,9 @@ def test_unknown_device_is_unplaceable(tmp_path: Path) -> None:
     )  # fmt: skip
     assert issue.reason == "sup9 is unknown; no known device can take it"
     assert not planned.review.ok
-    assert planned.review.summary == "1 device changes, 1 step cannot be placed"
+    assert planned.review.summary == (
+        "1 deployment changed; 1 device changes, 1 step cannot be placed"
+    )
     (loss,) = device(planned, "sup3").loses
     assert loss.reason.startswith("not fully placed, so deployed nowhere (step 1 unplaceable")
 
@@ -285,7 +291,9 @@ def test_offline_device_makes_a_step_wait(tmp_path: Path) -> None:
         ("later", 1, "sup3 is offline; waiting for sup3"),
     ]
     assert planned.review.ok  # waiting is not an error
-    assert planned.review.summary == "no device changes, 2 steps wait for a device"
+    assert planned.review.summary == (
+        "1 deployment added; no device changes, 2 steps wait for a device"
+    )
 
 
 def test_the_prune_guard_would_hold(tmp_path: Path) -> None:
@@ -293,12 +301,17 @@ def test_the_prune_guard_would_hold(tmp_path: Path) -> None:
         tmp_path / "repo", {}, removed=("deployments/chain.yaml", "deployments/solo.yaml")
     )
     planned = plan(root)
-    hold = planned.review.hold
-    assert hold is not None
-    assert (hold.removed, hold.running) == (3, 4)
-    assert hold.reason.startswith("would undeploy 3 of 4 running deployments (75% > 50% prune")
+    guard = planned.review.prune
+    assert guard is not None
+    assert guard.held
+    assert guard.text.startswith(
+        "would remove 2 of 3 deployments from 2 devices (3 of 4 (device, deployment) pairs, "
+        "75% > the 50% prune limit)"
+    )
     assert planned.review.summary.endswith("held by the prune guard")
-    assert plan(root, prune_limit=1.0).review.hold is None
+    released = plan(root, prune_limit=1.0).review.prune
+    assert released is not None
+    assert not released.held
 
 
 # Breaking changes between module versions
@@ -450,8 +463,8 @@ def run_plan(cwd: Path, *args: str) -> Any:
     )  # fmt: skip
 
 
-def normalised(text: str, root: Path) -> str:
-    for ref, label in (("HEAD~1", "BASE"), ("HEAD", "HEAD")):
+def normalised(text: str, root: Path, refs: Mapping[str, str] | None = None) -> str:
+    for ref, label in (refs or {"HEAD~1": "BASE"}).items() | {("HEAD", "HEAD")}:
         sha = git(root, "rev-parse", ref)
         text = text.replace(sha, f"<{label}_SHA>").replace(sha[:12], f"<{label}>")
     return re.sub(r"sha256:[0-9a-f]{12}", "sha256:<digest>", text)
@@ -474,6 +487,7 @@ def test_golden_outputs(
     if output_format == "json":
         document = json.loads(done.stdout)
         assert document["summary"] == (
+            "2 deployments added, 1 deployment removed, 1 module added, 2 modules changed; "
             "2 devices change, 1 step cannot be placed, 1 breaking change, "
             "1 step waits for a device"
         )
@@ -486,8 +500,8 @@ def test_text_output_lists_blockers_first(tmp_path: Path, monkeypatch: pytest.Mo
     done = run_plan(tmp_path, "--inventory", "inventory.json")
     lines = done.stdout.splitlines()
     assert lines[0] == (
-        "plan: 2 devices change, 1 step cannot be placed, 1 breaking change, "
-        "1 step waits for a device"
+        "plan: 2 deployments added, 1 deployment removed, 1 module added, 2 modules changed; "
+        "2 devices change, 1 step cannot be placed, 1 breaking change, 1 step waits for a device"
     )
     assert lines.index("cannot be placed:") < lines.index("devices:")
     assert "  far step 1 (double.double): sup9 is unknown; no known device can take it" in lines
@@ -499,7 +513,8 @@ def test_large_plans_fold_details_in_markdown(tmp_path: Path) -> None:
             for n in range(30)}  # fmt: skip
     planned = plan(commits(tmp_path / "repo", many))
     text = report.markdown(planned)
-    assert text.startswith("### Plan: 3 devices change\n")
+    assert text.startswith("### Plan: 30 deployments added; 3 devices change\n")
+    assert "<details><summary>Deployments (30)</summary>" in text
     assert "<details><summary>Details (3 devices, 0 modules)</summary>" in text
     assert text.rstrip().endswith("</details>")
 
@@ -578,7 +593,217 @@ def test_the_installed_command_runs(tmp_path: Path) -> None:
         cwd=root, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("### Plan: 1 device changes\n")
+    assert done.stdout.startswith("### Plan: 1 module changed; 1 device changes\n")
+
+
+def assert_golden(name: str, text: str) -> None:
+    """`text` equals tests/golden/plan/`name` (rewritten with UPDATE_GOLDEN=1)."""
+    golden = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+# The default setup: no inventory, devices.yaml names the devices without addresses (as the
+# sample repository and its pull-request workflow do), so every device is taken as offline.
+
+
+def default_setup(tmp_path: Path) -> Path:
+    """A change of every kind to deployments, modules and devices.yaml."""
+    head: Files = {
+        # added: a step named to a device, with a failover
+        "deployments/extra.yaml": "name: extra\nsequence:\n"
+        "  - {module: fibo, function: fibo, device: sup2, failovers: [sup1]}\n",
+        # changed: the device named and the failovers of step 1
+        "deployments/chain.yaml": CHAIN.replace("device: sup1, failovers: [sup2]",
+                                                "device: sup3, failovers: [sup2, sup1]"),
+        # changed: the selector of step 1, and a step added
+        "deployments/solo.yaml": "name: solo\nsequence:\n"
+        "  - {module: double, function: double, selector: {room: kitchen}}\n"
+        "  - {module: fibo, function: fibo}\n",
+        "modules/double/double.wasm": wat(
+            '(module (func (export "double") (param i32) (result i32)'
+            ' (i32.shl (local.get 0) (i32.const 1)))'
+            ' (func (export "halve") (param i32) (result i32) (local.get 0)))'
+        ),
+        "modules/greet/greeting.txt": "Hi there\n",
+        "devices.yaml": "admission: open\ndevices:\n"
+        "  sup1: {labels: {room: kitchen, floor: '1'}}\n"
+        "  sup2: {labels: {room: hallway}, address: 'http://127.0.0.1:5002'}\n"
+        "  sup3: {labels: {room: garage}, cordoned: true}\n"
+        "  sup4: {labels: {room: attic}}\n",
+    }  # fmt: skip
+    return commits(tmp_path / "repo", head, removed=("deployments/greet.yaml",))
+
+
+def test_without_an_inventory_the_plan_lists_what_changes(tmp_path: Path) -> None:
+    root = default_setup(tmp_path)
+    result = review.plan_change(root, base="HEAD~1", head="HEAD", inventory=None, now=NOW).review
+    assert [(d.deployment, d.change, d.details) for d in result.deployments] == [
+        ("chain", Change.CHANGED,
+         ("step 1 device: sup1 → sup3", "step 1 failovers: sup2 → sup2, sup1")),
+        ("extra", Change.ADDED, ("fibo.fibo on sup2, failovers sup1",)),
+        ("greet", Change.REMOVED, ("greet.render on sup3",)),
+        ("solo", Change.CHANGED, ("step 1 selector: room=hallway → room=kitchen",
+                                  "step 2 added: fibo.fibo")),
+    ]  # fmt: skip
+    assert [(m.name, m.change) for m in result.modules] == [
+        ("double", Change.CHANGED), ("greet", Change.CHANGED)
+    ]  # fmt: skip
+    assert "exports added: halve(1)" in result.modules[0].details
+    assert result.devices_yaml.admission == ("listed", "open")
+    assert [(d.device, d.change, d.details) for d in result.devices_yaml.devices] == [
+        ("sup1", Change.CHANGED, ("labels: room=kitchen → floor=1, room=kitchen",)),
+        ("sup2", Change.CHANGED, ("address: none → http://127.0.0.1:5002",)),
+        ("sup3", Change.CHANGED, ("cordoned",)),
+        ("sup4", Change.ADDED, ("labels room=attic",)),
+    ]  # fmt: skip
+    assert result.summary.startswith(
+        "1 deployment added, 2 deployments changed, 1 deployment removed, 2 modules changed, "
+        "devices.yaml changed; "
+    )
+
+
+def test_steps_replaced_and_removed_and_devices_uncordoned_or_removed(tmp_path: Path) -> None:
+    base: Files = {
+        **BASE,
+        "devices.yaml": "devices:\n  sup1: {labels: {room: kitchen}, cordoned: true}\n"
+        "  sup2: {address: 'http://127.0.0.1:5002'}\n",
+    }
+    head: Files = {
+        "deployments/chain.yaml": "name: chain\nsequence:\n  - {module: fibo, function: fibo}\n",
+        "deployments/solo.yaml": "name: solo\nsequence:\n  - {module: fibo, function: fibo}\n",
+        "devices.yaml": "devices:\n  sup1: {labels: {room: kitchen}}\n",
+    }
+    root = commits(tmp_path / "repo", head, base=base)
+    result = review.plan_change(root, base="HEAD~1", head="HEAD", inventory=None, now=NOW).review
+    assert [(d.deployment, d.details) for d in result.deployments] == [
+        ("chain", ("step 1 device: sup1 → none", "step 1 failovers: sup2 → none",
+                   "step 2 removed: double.double")),
+        ("solo", ("step 1: double.double where room=hallway → fibo.fibo",)),
+    ]  # fmt: skip
+    assert result.devices_yaml.admission is None
+    assert [(d.device, d.change, d.details) for d in result.devices_yaml.devices] == [
+        ("sup1", Change.CHANGED, ("no longer cordoned",)),
+        ("sup2", Change.REMOVED, ("was address http://127.0.0.1:5002, no labels",)),
+    ]
+
+
+@pytest.mark.parametrize("suffix", ["txt", "md", "json"])
+def test_golden_outputs_without_an_inventory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    root = default_setup(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    output_format = {"txt": "text", "md": "markdown", "json": "json"}[suffix]
+    done = run_plan(tmp_path, "--format", output_format)
+    assert done.exit_code == 0, done.output
+    assert_golden(f"default-setup.{suffix}", normalised(done.stdout, root))
+
+
+def moved_on(tmp_path: Path) -> Path:
+    """main moved on by 2 commits (solo removed, greet's data changed) after `change` forked."""
+    root = tmp_path / "repo"
+    write_files(root, BASE)
+    git_init_commit(root, "base")
+    git(root, "checkout", "--quiet", "-b", "change")
+    write_files(root, {"deployments/count.yaml": "name: count\nsequence:\n"
+                       "  - {module: double, function: double, device: sup1}\n"})  # fmt: skip
+    git_init_commit(root, "add count")
+    git(root, "checkout", "--quiet", "main")
+    git(root, "rm", "--quiet", "deployments/solo.yaml")
+    git_init_commit(root, "remove solo")
+    write_files(root, {"modules/greet/greeting.txt": "Hi there\n"})
+    git_init_commit(root, "new greeting")
+    git(root, "checkout", "--quiet", "change")
+    return root
+
+
+def test_head_is_compared_with_the_merge_base_and_base_moving_on_is_warned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = moved_on(tmp_path)
+    planned = review.plan_change(root, base="main", head="HEAD", inventory=fleet(), now=NOW)
+    fork = git(root, "merge-base", "main", "HEAD")
+    assert planned.review.base_sha == fork
+    assert planned.base_tip == git(root, "rev-parse", "main")
+    assert planned.moved_on == 2
+    # Only the branch's own change: main's newer commits are not shown undone.
+    assert [(d.deployment, d.change) for d in planned.review.deployments] == [
+        ("count", Change.ADDED)
+    ]
+    assert not planned.review.modules
+    assert [d.device for d in planned.review.devices] == ["sup1"]
+    (tmp_path / "inventory.json").write_text(json.dumps({"devices": ITEMS}))
+    monkeypatch.chdir(tmp_path)
+    refs = {"main": "MAIN", fork: "MERGE_BASE"}
+    for output_format, suffix in (("text", "txt"), ("json", "json")):
+        done = CliRunner().invoke(
+            main, ["plan", "--base", "main", "--head", "HEAD", "--repo", "repo",
+                   "--inventory", "inventory.json", "--format", output_format],
+            env={"GITOPS_API_TOKEN": None, "GITOPS_PRUNE_LIMIT": None},
+        )  # fmt: skip
+        assert done.exit_code == 0, done.output
+        assert_golden(f"moved-on.{suffix}", normalised(done.stdout, root, refs))
+    document = json.loads(done.stdout)
+    assert document["base"]["merge_base"] == fork
+    assert document["base"]["moved_on"] == 2
+    assert document["warnings"][0].startswith("base main has moved on by 2 commits")
+    assert "warning: base main has moved on by 2 commits" in done.stderr
+
+
+def test_unrelated_histories_compare_with_base_itself(tmp_path: Path) -> None:
+    root = commits(tmp_path / "repo", {"modules/greet/greeting.txt": "Hi\n"})
+    git(root, "checkout", "--quiet", "--orphan", "other")
+    git_init_commit(root, "unrelated")
+    planned = review.plan_change(root, base="main", head="HEAD", inventory=fleet(), now=NOW)
+    assert planned.review.base_sha == git(root, "rev-parse", "main")
+    assert planned.moved_on == 0
+    assert planned.warnings == (
+        "base main and head HEAD have no common commit (unrelated histories, or a shallow "
+        "clone: fetch with fetch-depth: 0): head is compared with base's tip",
+    )
+
+
+# The prune guard, counted in deployments and devices
+
+ON = "name: {}\nsequence:\n  - {{module: double, function: double, device: {}}}\n"
+PRUNED_BASE: Files = {
+    **BASE,
+    "deployments/d4.yaml": ON.format("d4", "sup1"),
+    "deployments/d5.yaml": ON.format("d5", "sup3"),
+}
+PRUNED = ("deployments/solo.yaml", "deployments/greet.yaml", "deployments/d4.yaml",
+          "deployments/d5.yaml")  # fmt: skip
+
+
+@pytest.mark.parametrize("with_inventory", [True, False], ids=["inventory", "devices.yaml"])
+def test_the_prune_guard_is_worded_in_deployments_and_devices(
+    tmp_path: Path, with_inventory: bool
+) -> None:
+    root = commits(tmp_path / "repo", {}, removed=PRUNED, base=PRUNED_BASE)
+    devices = fleet() if with_inventory else None
+    result = review.plan_change(root, base="HEAD~1", head="HEAD", inventory=devices, now=NOW).review
+    guard = result.prune
+    assert guard is not None
+    assert guard.held
+    assert guard.text.startswith(
+        "would remove 4 of 5 deployments from 3 devices (4 of 6 (device, deployment) pairs, "
+        "67% > the 50% prune limit): the orchestrator would hold this commit"
+    )
+    assert result.summary.endswith("held by the prune guard")
+    assumed = [note for note in result.notes if note.startswith("prune guard: without")]
+    assert len(assumed) == (0 if with_inventory else 1)
+    kept = review.plan_change(
+        root, base="HEAD~1", head="HEAD", inventory=devices, now=NOW, prune_limit=1.0
+    ).review.prune
+    assert kept is not None
+    assert not kept.held
+    assert kept.text == (
+        "would remove 4 of 5 deployments from 3 devices (4 of 6 (device, deployment) pairs, "
+        "67% ≤ the 100% prune limit)"
+    )
 
 
 # The inventory from a running orchestrator
