@@ -1,8 +1,10 @@
 """Content-addressed storage for module binaries and data files, beside the database.
 
-A blob is stored once under its sha256 digest, whichever commits use it; files are written to a
-temporary name and renamed, so a crash never leaves a partial blob under a real digest. The
-store decides which digests are still referenced; this module only keeps bytes.
+A blob is stored once under its sha256 digest, whichever commits use it. Files are written to a
+temporary name, fsynced, renamed, and their folder fsynced (`durable_write`), so neither a crash
+nor a power cut leaves a partial blob under a real digest; what an interrupted write leaves
+behind (`.incoming-*`) is removed when the store opens. The store decides which digests are
+still referenced; this module only keeps bytes.
 """
 
 from __future__ import annotations
@@ -13,11 +15,43 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+INCOMING = ".incoming-"
+
+
+def durable_write(target: Path, data: bytes) -> None:
+    """Write `data` to `target` so that after a crash it holds all of it or is absent."""
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=INCOMING)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    # The rename is only durable once the folder that holds the name is on disk too.
+    folder = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def remove_leftovers(root: Path) -> int:
+    """Delete what interrupted writes left under `root` (a kill -9 skips every `finally`)."""
+    removed = 0
+    for leftover in root.glob(f"*/{INCOMING}*"):
+        leftover.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
 
 class BlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(root)
         # Digests present, read once: `has` is asked for every file of every commit, and only
         # this class adds or deletes blobs.
         self._known = set(self.digests())
@@ -38,15 +72,8 @@ class BlobStore:
             self._known.add(digest)
             return
         target.parent.mkdir(exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                file.write(data)
-            os.replace(temporary, target)
-            self._known.add(digest)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        durable_write(target, data)
+        self._known.add(digest)
 
     def digests(self) -> Iterator[str]:
         for folder in self.root.iterdir():

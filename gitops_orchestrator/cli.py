@@ -197,6 +197,22 @@ def validate(path: Path, ref: str | None, output_format: str, max_binary_size: i
     help="Require this token for the pages, the API and /metrics (prefer the variable or "
     "GITOPS_API_TOKEN_FILE: a flag shows in ps).",
 )
+@click.option(
+    "--request-deadline",
+    type=click.FloatRange(min=0.1),
+    default=WebSettings.request_deadline,
+    envvar="GITOPS_REQUEST_DEADLINE",
+    show_default=True,
+    help="Seconds a client has to send a whole request.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=16),
+    default=WebSettings.max_connections,
+    envvar="GITOPS_MAX_CONNECTIONS",
+    show_default=True,
+    help="Open client connections at most; the oldest still sending is dropped first.",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info")
 def serve(**options: Any) -> None:
     """Run the orchestrator: follow --repo and serve the API on --host:--port."""
@@ -217,6 +233,8 @@ def serve(**options: Any) -> None:
             api_token=options["api_token"] or _secret("GITOPS_API_TOKEN"),
             try_it=os.environ.get("GITOPS_TRY_IT", "true").strip().lower()
             not in {"0", "false", "no", "off"},
+            request_deadline=options["request_deadline"],
+            max_connections=options["max_connections"],
         ),
         loader=LoaderSettings(max_binary_size=options["max_binary_size"]),
         reconcile=ReconcileSettings(

@@ -43,7 +43,7 @@ from .settings import (
     WebSettings,
 )
 from .store import Store
-from .web import app, metrics
+from .web import app, metrics, server
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,24 @@ DEVICE_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 # uvicorn's logging, with its access log on stderr: stdout is for machine-readable output.
 LOG_CONFIG = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
 LOG_CONFIG["handlers"]["access"]["stream"] = "ext://sys.stderr"
+
+
+def _http_protocol(web: WebSettings) -> tuple[type[server.DeadlineProtocol], int]:
+    """uvicorn's protocol with the request deadline and the connection bound of `web`, and
+    the listen backlog that keeps a burst of connections within the open-file limit."""
+    files = server.raise_open_file_limit()
+    # Half the descriptors stay for devices, the database, git and blobs.
+    limit = max(16, min(web.max_connections, files // 2))
+    if limit < web.max_connections:
+        logger.warning(
+            "%d open files allowed: at most %d connections instead of %d",
+            files, limit, web.max_connections,
+        )  # fmt: skip
+    # asyncio accepts up to `backlog` connections at once before any of them is admitted (and
+    # may drop another): the burst must fit in the descriptors left above the bound.
+    backlog = max(16, min(2048, (files - limit) // 4))
+    bound = server.Connections(limit)
+    return server.protocol(deadline=web.request_deadline, connections=bound), backlog
 
 
 @dataclass(frozen=True)
@@ -135,9 +153,11 @@ async def run(settings: Settings) -> None:
         public_url=public_url,
         background=[syncer.run, loop.run, checker.run, sink.run, browser.run],
     )  # fmt: skip
+    protocol, backlog = _http_protocol(settings.web)
     config = uvicorn.Config(
         app.create_app(services, settings.web), host=settings.web.host, port=settings.web.port,
         log_level=settings.log_level, timeout_graceful_shutdown=5, log_config=LOG_CONFIG,
+        http=protocol, backlog=backlog,
     )  # fmt: skip
     logger.info("devices reach this orchestrator at %s", public_url)
     try:

@@ -333,6 +333,9 @@ class RemoteSource:
             log.warning("%s is a clone of another repository; replacing it", workdir)
             shutil.rmtree(workdir)
         workdir.parent.mkdir(parents=True, exist_ok=True)
+        # Clones a kill -9 interrupted (no `finally` ran) are never used: remove them.
+        for leftover in workdir.parent.glob(f".{workdir.name}.*"):
+            shutil.rmtree(leftover, ignore_errors=True)
         # Built aside and renamed, so a crash never leaves a half-made clone at `workdir`.
         staging = Path(tempfile.mkdtemp(prefix=f".{workdir.name}.", dir=workdir.parent))
         try:

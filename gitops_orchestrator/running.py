@@ -47,7 +47,7 @@ class Runner:
     ) -> RunResult:
         """Call the deployment's first step and follow its results to the end."""
         deadline = time.monotonic() + wait
-        url, method = await asyncio.to_thread(self._entry, deployment)
+        url, method = await asyncio.to_thread(self._entry, deployment, len(args))
         params = {f"param{index}": value for index, value in enumerate(args)}
         try:
             # A GET runs before it answers, so the first call shares the wait; it gets at least
@@ -69,12 +69,20 @@ class Runner:
             raise RunFailed(502, f"the first step's device answered {answer.status_code}")
         return await self._follow(result_url, deadline=deadline)
 
-    def _entry(self, deployment: str) -> tuple[str, str]:
+    def _entry(self, deployment: str, given: int) -> tuple[str, str]:
         snapshot = self.store.desired_snapshot()
         spec = snapshot.deployments.get(deployment) if snapshot else None
         if snapshot is None or spec is None:
             raise RunFailed(404, f"no deployment {deployment!r} in the desired commit")
         first = spec.sequence[0]
+        function = snapshot.modules[first.module].spec.functions[first.function]
+        # The device matches arguments to the wasm parameters by position and fails the run
+        # on a wrong count: that is the caller's mistake, said before any device is called.
+        if given != len(function.params):
+            raise RunFailed(
+                400, f"{first.module}.{first.function} takes {len(function.params)} "
+                f"argument(s) (param0...), got {given}",
+            )  # fmt: skip
         placed = {(s.deployment, s.step): s for s in self.store.step_placements()}
         step = placed.get((deployment, 0))
         device = self.store.device(step.device) if step and step.device else None
@@ -84,7 +92,6 @@ class Runner:
         statuses = {(s.device, s.deployment): s.status for s in self.store.deploy_statuses()}
         if statuses.get((device.device, deployment)) != "synced":
             raise RunFailed(503, f"{deployment} is not deployed on {device.device} yet")
-        function = snapshot.modules[first.module].spec.functions[first.function]
         path = f"/{deployment}/modules/{first.module}/{first.function}"
         return device.url + path, function.method.value
 

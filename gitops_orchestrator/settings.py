@@ -91,6 +91,17 @@ class WebSettings:
     `GITOPS_API_TOKEN_FILE`); without one nothing is checked. Device routes and probes never
     need it."""
 
+    request_deadline: float = 10.0
+    """Seconds a client has to send a whole request, headers and body, from the moment the
+    connection is ready for it (`GITOPS_REQUEST_DEADLINE`); slower clients are cut off. A
+    supervisor sends its few hundred bytes at once; 10 s leaves room for a 16 MiB `/execute`
+    upload on a slow link, and ends a slow-client attack quickly."""
+
+    max_connections: int = 4096
+    """Open client connections at most (`GITOPS_MAX_CONNECTIONS`); past it, the oldest one
+    still sending its request is dropped. Lowered to half the open-file limit when that is
+    smaller. 4,096 is a log POST in flight from each of thousands of devices."""
+
     try_it: bool = True
     """Show the form that runs a deployment on its page (`GITOPS_TRY_IT`); off hides the form,
     while `POST /execute` itself stays available to tools."""

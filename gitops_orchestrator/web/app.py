@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..settings import WebSettings
@@ -107,7 +109,13 @@ def create_app(services: Services, settings: WebSettings | None = None) -> Starl
         routes=routes,
         lifespan=lifespan,
         middleware=security.middleware(settings.api_token),
-        exception_handlers={404: pages.not_found},
+        exception_handlers={404: pages.not_found, ClientDisconnect: _gone},
     )
     app.state.try_it = settings.try_it
     return app
+
+
+async def _gone(request: Request, exc: Exception) -> Response:
+    """A client that left mid-request (or was cut off by the server) is no application error;
+    the answer goes nowhere."""
+    return Response(status_code=400)

@@ -37,6 +37,10 @@ def _text(value: object) -> object:
     return value
 
 
+def _empty_is_none(value: object) -> object:
+    return None if value == "" else value
+
+
 # Only IPs: they become the URLs we call, and a registration is not signed.
 Address = Annotated[IPvAnyAddress, BeforeValidator(_text)]
 
@@ -46,7 +50,8 @@ class Properties(BaseModel):
 
     path: str = "/"
     tls: str = "0"
-    address: Address | None = None
+    address: Annotated[Address | None, BeforeValidator(_empty_is_none)] = None
+    """The TXT record's `address`; empty (as a device without one sends it) means none."""
 
 
 class Registration(BaseModel):

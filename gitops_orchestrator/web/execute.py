@@ -98,6 +98,8 @@ async def _arguments(request: Request) -> tuple[list[str], dict[str, tuple[str, 
                 document = json.loads(body)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise ValueError("the body is not JSON") from exc
+            except RecursionError as exc:
+                raise ValueError("the body is nested too deeply to be arguments") from exc
             if isinstance(document, list):
                 values |= {f"param{i}": v for i, v in enumerate(document)}
             elif isinstance(document, dict):

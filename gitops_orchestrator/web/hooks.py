@@ -25,12 +25,16 @@ class FetchTrigger(Protocol):
 
 def is_signed(body: bytes, secret: bytes, *, github: str | None, gitea: str | None) -> bool:
     """Whether either signature header is the HMAC-SHA256 of `body` under `secret`."""
-    expected = hmac.new(secret, body, hashlib.sha256).hexdigest()
+    expected = hmac.new(secret, body, hashlib.sha256).hexdigest().encode()
+    # Headers arrive as latin-1 text and may hold any byte: compared as bytes, a stranger's
+    # non-ASCII signature is simply wrong (compare_digest refuses non-ASCII str).
     if github is not None and github.startswith("sha256="):
-        return hmac.compare_digest(github.removeprefix("sha256=").lower(), expected)
-    if gitea is not None:
-        return hmac.compare_digest(gitea.lower(), expected)
-    return False
+        offered = github.removeprefix("sha256=")
+    elif gitea is not None:
+        offered = gitea
+    else:
+        return False
+    return hmac.compare_digest(offered.lower().encode("utf-8"), expected)
 
 
 def git_hook(

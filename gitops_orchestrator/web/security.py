@@ -109,7 +109,8 @@ def _refused(message: str) -> Response:
 def _remember(scope: Scope, query: list[tuple[str, str]], value: str) -> Response:
     """Set the cookie and send the browser to the same URL without the token in it."""
     path = scope.get("raw_path") or scope["path"].encode()
-    location = path.decode("latin-1")
+    # `//host/...` in a Location header is another server: only a path of ours is sent back.
+    location = "/" + path.decode("latin-1").lstrip("/\\")
     rest = urlencode([(name, v) for name, v in query if name != QUERY])
     if rest:
         location += "?" + rest
