@@ -43,6 +43,8 @@ FAMILIES = {
 class _Nothing:
     """The interfaces the app may trigger, doing nothing (these tests only read)."""
 
+    counts: dict[str, int] = {}  # noqa: RUF012 (never written)
+
     def trigger(self) -> None: ...
 
     def submit(self, name: str, *, addresses: list[str], port: int, tls: bool) -> None: ...

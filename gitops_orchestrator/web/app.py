@@ -112,6 +112,7 @@ def create_app(services: Services, settings: WebSettings | None = None) -> Starl
         exception_handlers={404: pages.not_found, ClientDisconnect: _gone},
     )
     app.state.try_it = settings.try_it
+    app.state.log_counts = services.logs.counts
     return app
 
 

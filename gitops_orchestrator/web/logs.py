@@ -8,7 +8,7 @@ Supervisors send each line synchronously and without a timeout, so the answer is
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 from urllib.parse import parse_qs
 
@@ -19,6 +19,10 @@ from .responses import BodyTooLarge, JSONResponse, error, limited_body
 
 
 class LogIntake(Protocol):
+    @property
+    def counts(self) -> Mapping[str, int]:
+        """What became of the lines posted, by outcome (shown in `/metrics`)."""
+
     def accept(self, raw: str | None, *, peer: str | None) -> None: ...
 
 

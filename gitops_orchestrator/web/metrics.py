@@ -199,8 +199,16 @@ def _count_outcomes(store: Store, reading: _Reading) -> None:
 class _Scrape(Collector):
     """The instruments and one reading of the store, as metric families."""
 
-    def __init__(self, facts: Facts, *, now: float, instruments: Instruments) -> None:
+    def __init__(
+        self,
+        facts: Facts,
+        *,
+        now: float,
+        instruments: Instruments,
+        log_counts: Mapping[str, int],
+    ) -> None:
         self.facts, self.now, self.instruments = facts, now, instruments
+        self.log_counts = log_counts
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         facts = self.facts
@@ -243,6 +251,15 @@ class _Scrape(Collector):
             for outcome in ("ok", "failed"):
                 outcomes.add_metric([action, outcome], facts.outcomes.get((action, outcome), 0))
         yield outcomes
+        lines = CounterMetricFamily(
+            "gitops_device_log_lines",
+            "Device log lines since start, by outcome (unknown: not from a known device at "
+            "one of its addresses).",
+            labels=["outcome"],
+        )
+        for outcome in LOG_OUTCOMES:
+            lines.add_metric([outcome], self.log_counts.get(outcome, 0))
+        yield lines
 
 
 def _labelled(family: GaugeMetricFamily, values: Mapping[str, int]) -> GaugeMetricFamily:
@@ -251,18 +268,27 @@ def _labelled(family: GaugeMetricFamily, values: Mapping[str, int]) -> GaugeMetr
     return family
 
 
-def exposition(facts: Facts, *, now: float, instruments: Instruments | None = None) -> bytes:
-    """The text format of the instruments and `facts`."""
+def exposition(
+    facts: Facts,
+    *,
+    now: float,
+    instruments: Instruments | None = None,
+    log_counts: Mapping[str, int] | None = None,
+) -> bytes:
+    """The text format of the instruments, `facts` and the log intake's counts."""
     instruments = instruments or INSTRUMENTS
-    return generate_latest(instruments.registry) + generate_latest(
-        _Scrape(facts, now=now, instruments=instruments)
-    )
+    scrape = _Scrape(facts, now=now, instruments=instruments, log_counts=log_counts or {})
+    return generate_latest(instruments.registry) + generate_latest(scrape)
+
+
+LOG_OUTCOMES = ("accepted", "malformed", "unknown", "rate_limited", "overflow", "written")
 
 
 async def metrics(request: Request) -> Response:
     store: Store = request.state.store
     facts = await asyncio.to_thread(read_facts, store)
-    body = exposition(facts, now=time.time())
+    log_counts = getattr(request.app.state, "log_counts", {})
+    body = exposition(facts, now=time.time(), log_counts=log_counts)
     return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
