@@ -1,0 +1,168 @@
+"""`import-init`: an original orchestrator's `init/` export turned into a fleet repository.
+
+`export` reads the records, `naming` gives modules and deployments repository names,
+`modules` and `fleet` convert each record, and `repository` checks the result with the
+loader, writes it and commits it. Every record (or part of one) not carried over as it was is
+a `Finding` with its place in the export and the reason. Nothing here reaches the network.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..settings import LoaderSettings
+from . import export as exports
+from . import fleet, modules, naming, repository
+from .export import Finding, Record
+
+
+@dataclass(frozen=True)
+class Imported:
+    """What one import wrote, and what it could not carry over."""
+
+    source: Path
+    into: Path
+    commit_sha: str
+    modules: Mapping[str, str]
+    """Imported module name -> the original record's `_id`."""
+    deployments: Mapping[str, str]
+    devices: tuple[str, ...]
+    findings: tuple[Finding, ...]
+
+    @property
+    def problems(self) -> tuple[Finding, ...]:
+        return tuple(finding for finding in self.findings if finding.problem)
+
+
+def run(
+    source: Path, into: Path, *, settings: LoaderSettings, static_addresses: bool = False
+) -> Imported:
+    """Convert the export at `source` into a new repository at `into` and commit it."""
+    repository.check_target(into)
+    export = exports.read(source)
+    core = {
+        r.id: r.name or "?" for r in export.records["module"] if r.id and r.data.get("isCoreModule")
+    }
+    for record in export.records["module"]:
+        if record.data.get("isCoreModule"):
+            export.note(record, "is a core module of the original: skipped", problem=False)
+    candidates = [r for r in export.records["module"] if not r.data.get("isCoreModule")]
+    module_names = naming.assign(export, candidates, "module")
+    converted: dict[str, modules.Converted] = {}
+    for record in candidates:
+        name = module_names.get(id(record))
+        done = modules.convert(export, record, name=name, settings=settings) if name else None
+        if done is not None and record.id:
+            converted[record.id] = done
+        elif done is not None:
+            converted[f"no-id-{name}"] = done
+    devices = fleet.convert_devices(export, static_addresses=static_addresses)
+    files: dict[str, bytes] = {}
+    owners: dict[str, Record] = {}
+    for module in converted.values():
+        folder = f"modules/{module.name}"
+        owners[folder] = module.record
+        files[f"{folder}/module.yaml"] = _yaml(module.manifest, module.record)
+        files.update({f"{folder}/{path}": data for path, data in module.files.items()})
+    deployment_names = naming.assign(export, export.records["deployment"], "deployment")
+    for record in export.records["deployment"]:
+        name = deployment_names.get(id(record))
+        manifest = name and fleet.convert_deployment(
+            export, record, name=name, modules=converted, core=core, devices=devices
+        )
+        if name and manifest:
+            path = f"deployments/{name}.yaml"
+            owners[path] = record
+            files[path] = _yaml(manifest, record)
+    devices_manifest = fleet.devices_manifest(devices)
+    if devices_manifest:
+        files["devices.yaml"] = _yaml(devices_manifest, None)
+    files, dropped = repository.settle(files, settings)
+    for part, problem in dropped:
+        owner = owners.get(part)
+        where = f"{problem.file}:{problem.line}" if problem.line else problem.file
+        message = f"not imported: the result would not validate ({where}: {problem.message})"
+        if owner is not None:
+            export.note(owner, message)
+        else:
+            export.findings.append(Finding(part, part, message))
+    imported_modules = {
+        m.name: m.record.id or "" for m in converted.values() if f"modules/{m.name}" in owners
+        and f"modules/{m.name}/module.yaml" in files
+    }  # fmt: skip
+    imported_deployments = {
+        path[len("deployments/") : -len(".yaml")]: record.id or ""
+        for path, record in owners.items()
+        if path.startswith("deployments/") and path in files
+    }
+    names = tuple(devices.entries) if "devices.yaml" in files else ()
+    findings = tuple(export.findings)
+    sha = repository.write(into, files, _message(source, imported_modules, findings))
+    return Imported(
+        source=export.root,
+        into=into,
+        commit_sha=sha,
+        modules=dict(sorted(imported_modules.items())),
+        deployments=dict(sorted(imported_deployments.items())),
+        devices=tuple(sorted(names)),
+        findings=findings,
+    )
+
+
+def _yaml(document: Mapping[str, Any], record: Record | None) -> bytes:
+    origin = (
+        f"# Imported by gitops-orchestrator import-init from the original orchestrator's "
+        f"{record.kind} {json.dumps(record.name)} (_id {record.id}).\n"
+        if record is not None
+        else "# Imported by gitops-orchestrator import-init from the original orchestrator.\n"
+    )
+    body = yaml.safe_dump(dict(document), sort_keys=False, allow_unicode=True, width=100)
+    return (origin + body).encode("utf-8")
+
+
+def _message(source: Path, modules: Mapping[str, str], findings: tuple[Finding, ...]) -> str:
+    problems = [f for f in findings if f.problem]
+    lines = [f"Import the original orchestrator's export {source.name or source}", ""]
+    lines.append(f"{len(modules)} modules imported; {len(problems)} things not carried over:")
+    lines.extend(f"- {f.source} {f.record}: {f.message}" for f in problems)
+    return "\n".join(lines)
+
+
+def text(imported: Imported) -> str:
+    """The report people read: every finding, then what was written."""
+    lines = []
+    for finding in imported.findings:
+        kind = "" if finding.problem else "note: "
+        lines.append(f"{finding.source}: {kind}{finding.record} {finding.message}")
+    problems = len(imported.problems)
+    notes = len(imported.findings) - problems
+    lines.append(
+        f"{imported.into}: {len(imported.modules)} modules, {len(imported.deployments)} "
+        f"deployments, {len(imported.devices)} devices imported and committed "
+        f"({imported.commit_sha[:12]}); {problems} problem{'s' if problems != 1 else ''}, "
+        f"{notes} note{'s' if notes != 1 else ''}"
+    )
+    return "\n".join(lines)
+
+
+def as_json(imported: Imported) -> dict[str, Any]:
+    return {
+        "source": str(imported.source),
+        "into": str(imported.into),
+        "commit_sha": imported.commit_sha,
+        "modules": dict(imported.modules),
+        "deployments": dict(imported.deployments),
+        "devices": list(imported.devices),
+        "problems": [_finding(f) for f in imported.findings if f.problem],
+        "notes": [_finding(f) for f in imported.findings if not f.problem],
+    }
+
+
+def _finding(finding: Finding) -> dict[str, str]:
+    return {"source": finding.source, "record": finding.record, "message": finding.message}
