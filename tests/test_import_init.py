@@ -219,7 +219,7 @@ def test_the_text_report_lists_each_finding_then_what_was_written(tmp_path: Path
     assert done.returncode == 1, done.stderr
     lines = done.stdout.splitlines()
     assert (
-        "module/modules.json[7]: module 'thermo' (_id 68625b3044799bc88dfe2d77) its wasm binary "
+        "module/modules.json[7]: module 'thermo' (_id 68625b3044799bc88dfe2d77): its wasm binary "
         "files/thermo.wasm is missing from the export: not imported"
     ) in lines
     assert any(

@@ -102,8 +102,8 @@ def run(
         if path.startswith("deployments/") and path in files
     }
     names = tuple(devices.entries) if "devices.yaml" in files else ()
-    findings = tuple(export.findings)
-    sha = repository.write(into, files, _message(source, imported_modules, findings))
+    findings = tuple(sorted(export.findings, key=_export_order))
+    sha = repository.write(into, files, _message(imported_modules, findings))
     return Imported(
         source=export.root,
         into=into,
@@ -122,13 +122,25 @@ def _yaml(document: Mapping[str, Any], record: Record | None) -> bytes:
         if record is not None
         else "# Imported by gitops-orchestrator import-init from the original orchestrator.\n"
     )
-    body = yaml.safe_dump(dict(document), sort_keys=False, allow_unicode=True, width=100)
+    # Flow style for the innermost lists and mappings, as the docs write them: `params: [integer]`.
+    body = yaml.safe_dump(
+        dict(document), sort_keys=False, allow_unicode=True, width=100, default_flow_style=None
+    )
     return (origin + body).encode("utf-8")
 
 
-def _message(source: Path, modules: Mapping[str, str], findings: tuple[Finding, ...]) -> str:
+def _export_order(finding: Finding) -> tuple[int, str, int]:
+    """Devices, modules, then deployments; by file, then by place in the file."""
+    kind, _, rest = finding.source.partition("/")
+    file, _, index = rest.partition("[")
+    rank = exports.KINDS.index(kind) if kind in exports.KINDS else len(exports.KINDS)
+    number = index.rstrip("]")
+    return rank, file, int(number) if number.isdigit() else 0
+
+
+def _message(modules: Mapping[str, str], findings: tuple[Finding, ...]) -> str:
     problems = [f for f in findings if f.problem]
-    lines = [f"Import the original orchestrator's export {source.name or source}", ""]
+    lines = ["Import the original orchestrator's init/ export", ""]
     lines.append(f"{len(modules)} modules imported; {len(problems)} things not carried over:")
     lines.extend(f"- {f.source} {f.record}: {f.message}" for f in problems)
     return "\n".join(lines)
@@ -139,7 +151,7 @@ def text(imported: Imported) -> str:
     lines = []
     for finding in imported.findings:
         kind = "" if finding.problem else "note: "
-        lines.append(f"{finding.source}: {kind}{finding.record} {finding.message}")
+        lines.append(f"{finding.source}: {kind}{finding.record}: {finding.message}")
     problems = len(imported.problems)
     notes = len(imported.findings) - problems
     lines.append(
