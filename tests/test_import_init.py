@@ -222,9 +222,9 @@ def test_the_text_report_lists_each_finding_then_what_was_written(tmp_path: Path
         "module/modules.json[7]: module 'thermo' (_id 68625b3044799bc88dfe2d77): its wasm binary "
         "files/thermo.wasm is missing from the export: not imported"
     ) in lines
-    assert any(
-        line.startswith("device/devices.json[0]: note: device 'orchestrator'") for line in lines
-    )
+    # In the export's order: devices, modules, deployments.
+    assert lines[0].startswith("device/devices.json[0]: note: device 'orchestrator'")
+    assert lines[-2].startswith("deployment/manifests.json[6]: deployment 'idle'")
     assert lines[-1].startswith(f"{tmp_path / 'fleet'}: 5 modules, 5 deployments, 3 devices")
     assert lines[-1].endswith("15 problems, 4 notes")
 
