@@ -10,9 +10,12 @@ simulated devices.
 
 from __future__ import annotations
 
+import http.server
 import json
+import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -367,3 +370,77 @@ def _strings(value: Any) -> Iterator[str]:
     elif isinstance(value, list):
         for item in value:
             yield from _strings(item)
+
+
+# The export commands of docs/migration.md, run against the original's read routes. The
+# original (Node.js and MongoDB) cannot run here: a small server answers its routes from the
+# fixture export instead, as the original does from its database and files folder.
+
+
+class OriginalRoutes(http.server.BaseHTTPRequestHandler):
+    init: Path
+
+    def do_GET(self) -> None:
+        records = {
+            kind: [r for f in sorted((self.init / kind).glob("*.json")) for r in _items(f)]
+            for kind in ("device", "module", "deployment")
+        }
+        parts = self.path.strip("/").split("/")
+        body: bytes | None = None
+        if parts in (["file", "device"], ["file", "module"], ["file", "manifest"]):
+            kind = {"manifest": "deployment"}.get(parts[1], parts[1])
+            body = json.dumps(records[kind]).encode()
+        elif len(parts) == 4 and parts[:2] == ["file", "module"]:
+            module = next((m for m in records["module"] if m["_id"] == parts[2]), None)
+            stored = (module or {}).get("wasm") if parts[3] == "wasm" else None
+            stored = stored or (module or {}).get("dataFiles", {}).get(parts[3])
+            path = self.init / "files" / stored["originalFilename"] if stored else None
+            body = path.read_bytes() if path and path.is_file() else None
+        self.send_response(200 if body is not None else 404)
+        self.end_headers()
+        self.wfile.write(body or b"")
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def _items(path: Path) -> list[Any]:
+    document = json.loads(path.read_text())
+    return document if isinstance(document, list) else [document]
+
+
+def _shell_blocks(markdown: str, section: str) -> list[str]:
+    text = markdown.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```sh\n(.*?)```", text, flags=re.DOTALL)
+
+
+def test_the_documented_export_commands_make_an_export_that_imports(tmp_path: Path) -> None:
+    handler = type("Routes", (OriginalRoutes,), {"init": make_export(tmp_path / "original")})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        doc = (Path(__file__).resolve().parent.parent / "docs" / "migration.md").read_text()
+        blocks = _shell_blocks(doc, "1. Make the export on the original orchestrator")
+        assert len(blocks) == 2
+        script = "\n".join(blocks).replace("OLD=http://old-orchestrator:3000\n", "")
+        work = tmp_path / "site"
+        work.mkdir()
+        subprocess.run(
+            ["bash", "-c", script], cwd=work, env={"PATH": "/usr/bin:/bin",
+            "OLD": f"http://127.0.0.1:{server.server_address[1]}"}, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    saved = sorted(p.name for p in (work / "init" / "files").iterdir())
+    # thermo.wasm was never in the original's files; everything else came over its routes.
+    assert saved == ["double.wasm", "fibo.wasm", "greeter.wasm", "hello-greeting.txt",
+                     "sample-input.bin", "sketch.wasm", "square.wasm"]  # fmt: skip
+    code, document = report(work / "init", tmp_path / "fleet")
+    _, direct = report(make_export(tmp_path / "direct"), tmp_path / "fleet-direct")
+    assert code == 1
+    assert document["modules"] == direct["modules"]
+    assert document["deployments"] == direct["deployments"]
+    assert len(document["problems"]) == len(direct["problems"]) == 15
