@@ -24,6 +24,7 @@ import httpx
 import pytest
 import yaml
 from conftest import CLI, SAMPLE_REPO, eventually, free_port, git, wat
+from test_deploy_e2e import _answers
 
 from gitops_orchestrator.simulator.fleet import FleetThread
 
@@ -331,13 +332,6 @@ def served(tmp_path: Path) -> Iterator[str]:
         stderr = (tmp_path / "serve.log").read_text()
         assert process.returncode == 0, stderr
         assert "Traceback" not in stderr, stderr
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url + "/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _execute(url: str, deployment: str, *args: int) -> Any:

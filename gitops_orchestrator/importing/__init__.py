@@ -93,9 +93,10 @@ def run(
         else:
             export.findings.append(Finding(part, part, message))
     imported_modules = {
-        m.name: m.record.id or "" for m in converted.values() if f"modules/{m.name}" in owners
-        and f"modules/{m.name}/module.yaml" in files
-    }  # fmt: skip
+        m.name: m.record.id or ""
+        for m in converted.values()
+        if f"modules/{m.name}/module.yaml" in files
+    }
     imported_deployments = {
         path[len("deployments/") : -len(".yaml")]: record.id or ""
         for path, record in owners.items()

@@ -106,12 +106,16 @@ def _read(
     if path is None:
         export.note(record, f"{what} {where}: not imported")
         return None
-    size = path.stat().st_size
-    if size > settings.max_binary_size:
-        limit = settings.max_binary_size
-        export.note(record, f"{what} {where} is {size} bytes, over the {limit}-byte limit")
+    try:
+        size = path.stat().st_size
+        if size > settings.max_binary_size:
+            limit = settings.max_binary_size
+            export.note(record, f"{what} {where} is {size} bytes, over the {limit}-byte limit")
+            return None
+        return path.read_bytes()
+    except OSError as exc:
+        export.note(record, f"{what} {where} cannot be read ({exc.strerror}): not imported")
         return None
-    return path.read_bytes()
 
 
 def _matches_record(export: Export, record: Record, inspection: Inspection) -> bool:
@@ -120,10 +124,13 @@ def _matches_record(export: Export, record: Record, inspection: Inspection) -> b
     if not isinstance(exports, list) or not exports:
         return True
     listed = {
-        item.get("name"): item.get("parameterCount") for item in exports if isinstance(item, dict)
+        str(item.get("name")): item.get("parameterCount")
+        for item in exports
+        if isinstance(item, dict)
     }
-    found = dict(inspection.functions)
-    if listed != found:
+    found: dict[str, int] = dict(inspection.functions)
+    # The original listed every exported function; another file lacks some of them.
+    if any(found.get(name) != count for name, count in listed.items()):
         export.note(
             record,
             f"the binary in files/ exports {_signature(found)}, but the record lists "
@@ -167,10 +174,12 @@ def _function(
 
     if not _is_function_name(function):
         return skip("has a name that cannot be a URL path segment")
-    methods = [key for key in item if key in OPERATIONS] if isinstance(item, Mapping) else []
+    methods = (
+        [key for key in item if str(key).lower() in OPERATIONS] if isinstance(item, Mapping) else []
+    )
     if len(methods) != 1 or not isinstance(item[methods[0]], Mapping):
         return skip(f"has {len(methods)} operations in its description, not one")
-    method, operation = methods[0], item[methods[0]]
+    method, operation = str(methods[0]).lower(), item[methods[0]]
     if method not in CALLABLE:
         return skip(f"is called with {method.upper()}; devices call functions with GET or POST")
     params = []

@@ -78,11 +78,14 @@ def check_target(into: Path) -> None:
 
 def write(into: Path, files: Mapping[str, bytes], message: str) -> str:
     """Write `files` under `into`, make it a git repository if needed, commit; the sha."""
-    into.mkdir(parents=True, exist_ok=True)
-    for path, data in files.items():
-        target = into / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+    try:
+        into.mkdir(parents=True, exist_ok=True)
+        for path, data in files.items():
+            target = into / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+    except OSError as exc:
+        raise ExportError(f"cannot write {into}: {exc}") from exc
     try:
         is_repository = (into / ".git").exists()
         repository = git.Repo(into) if is_repository else git.Repo.init(into, initial_branch="main")
