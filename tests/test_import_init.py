@@ -438,3 +438,22 @@ def test_the_documented_export_commands_make_an_export_that_imports(tmp_path: Pa
     assert document["modules"] == direct["modules"]
     assert document["deployments"] == direct["deployments"]
     assert len(document["problems"]) == len(direct["problems"]) == 15
+
+
+def test_ids_in_mongodb_extended_json_are_read_as_ids(tmp_path: Path) -> None:
+    """mongoexport writes ids as {"$oid": ...}; the records mean the same."""
+    init = make_export(tmp_path / "export")
+    for path in init.glob("*/*.json"):
+        text = re.sub(r'"([0-9a-f]{24})"(?!\s*:)', r'{"$oid": "\1"}', path.read_text())
+        path.write_text(text)
+    assert (
+        '"_id": {"$oid": "68625a3144799bc88dfe2d69"}' in (init / "module/modules.json").read_text()
+    )
+    _, document = report(init, tmp_path / "fleet")
+    _, direct = report(make_export(tmp_path / "direct"), tmp_path / "fleet-direct")
+    assert document["modules"] == direct["modules"]
+    assert document["deployments"] == direct["deployments"]
+    assert messages(document) == messages(direct)
+    assert load(tmp_path / "fleet/deployments/fibo-chain.yaml") == load(
+        tmp_path / "fleet-direct/deployments/fibo-chain.yaml"
+    )
