@@ -457,3 +457,34 @@ def test_ids_in_mongodb_extended_json_are_read_as_ids(tmp_path: Path) -> None:
     assert load(tmp_path / "fleet/deployments/fibo-chain.yaml") == load(
         tmp_path / "fleet-direct/deployments/fibo-chain.yaml"
     )
+
+
+def test_what_the_loader_would_reject_is_left_out_and_reported(tmp_path: Path) -> None:
+    """A chain the repository format forbids: fibo's integer result into count(), no params."""
+    init = make_export(tmp_path / "export")
+    chain = {
+        "_id": "68625d0144799bc88dfe2d91", "name": "mismatch", "active": True,
+        "isInFailover": False, "validationError": None,
+        "sequence": [
+            {"device": "68625a0244799bc88dfe2d5c", "module": "68625a3144799bc88dfe2d69",
+             "func": "fibo"},
+            {"device": "68625a0244799bc88dfe2d5d", "module": "68625a4a44799bc88dfe2d6e",
+             "func": "count"},
+        ],
+        "failoversBySequence": [["68625a0244799bc88dfe2d5c"], ["68625a0244799bc88dfe2d5d"]],
+        "fullManifest": {},
+    }  # fmt: skip
+    (init / "deployment" / "mismatch.json").write_text(json.dumps(chain))
+    repo = tmp_path / "fleet"
+    code, document = report(init, repo)
+    assert code == 1
+    found(document, "deployment/mismatch.json", "'mismatch'", "would not validate",
+          "takes no parameters")  # fmt: skip
+    assert "mismatch" not in document["deployments"]
+    assert not (repo / "deployments" / "mismatch.yaml").exists()
+    assert "fibo-chain" in document["deployments"]
+    checked = subprocess.run(
+        [str(CLI), "validate", str(repo)], capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout

@@ -46,22 +46,7 @@ def run(
     """Convert the export at `source` into a new repository at `into` and commit it."""
     repository.check_target(into)
     export = exports.read(source)
-    core = {
-        r.id: r.name or "?" for r in export.records["module"] if r.id and r.data.get("isCoreModule")
-    }
-    for record in export.records["module"]:
-        if record.data.get("isCoreModule"):
-            export.note(record, "is a core module of the original: skipped", problem=False)
-    candidates = [r for r in export.records["module"] if not r.data.get("isCoreModule")]
-    module_names = naming.assign(export, candidates, "module")
-    converted: dict[str, modules.Converted] = {}
-    for record in candidates:
-        name = module_names.get(id(record))
-        done = modules.convert(export, record, name=name, settings=settings) if name else None
-        if done is not None and record.id:
-            converted[record.id] = done
-        elif done is not None:
-            converted[f"no-id-{name}"] = done
+    converted, core = _modules(export, settings)
     devices = fleet.convert_devices(export, static_addresses=static_addresses)
     files: dict[str, bytes] = {}
     owners: dict[str, Record] = {}
@@ -70,19 +55,72 @@ def run(
         owners[folder] = module.record
         files[f"{folder}/module.yaml"] = _yaml(module.manifest, module.record)
         files.update({f"{folder}/{path}": data for path, data in module.files.items()})
-    deployment_names = naming.assign(export, export.records["deployment"], "deployment")
+    names = naming.assign(export, export.records["deployment"], "deployment")
     for record in export.records["deployment"]:
-        name = deployment_names.get(id(record))
+        name = names.get(id(record))
         manifest = name and fleet.convert_deployment(
             export, record, name=name, modules=converted, core=core, devices=devices
         )
         if name and manifest:
-            path = f"deployments/{name}.yaml"
-            owners[path] = record
-            files[path] = _yaml(manifest, record)
+            owners[f"deployments/{name}.yaml"] = record
+            files[f"deployments/{name}.yaml"] = _yaml(manifest, record)
     devices_manifest = fleet.devices_manifest(devices)
     if devices_manifest:
         files["devices.yaml"] = _yaml(devices_manifest, None)
+    files = _checked(export, files, owners, settings)
+    imported_modules = {
+        m.name: m.record.id or ""
+        for m in converted.values()
+        if f"modules/{m.name}/module.yaml" in files
+    }
+    findings = tuple(sorted(export.findings, key=_export_order))
+    sha = repository.write(into, files, _message(imported_modules, findings))
+    return Imported(
+        source=export.root,
+        into=into,
+        commit_sha=sha,
+        modules=dict(sorted(imported_modules.items())),
+        deployments={
+            path[len("deployments/") : -len(".yaml")]: record.id or ""
+            for path, record in sorted(owners.items())
+            if path.startswith("deployments/") and path in files
+        },
+        devices=tuple(sorted(devices.entries)) if "devices.yaml" in files else (),
+        findings=findings,
+    )
+
+
+def _modules(
+    export: exports.Export, settings: LoaderSettings
+) -> tuple[dict[str, modules.Converted], dict[str, str]]:
+    """The converted modules by the original `_id`, and the core modules' names by `_id`."""
+    core: dict[str, str] = {}
+    candidates = []
+    for record in export.records["module"]:
+        if record.data.get("isCoreModule"):
+            export.note(record, "is a core module of the original: skipped", problem=False)
+            if record.id:
+                core[record.id] = record.name or "?"
+        else:
+            candidates.append(record)
+    names = naming.assign(export, candidates, "module")
+    converted: dict[str, modules.Converted] = {}
+    for record in candidates:
+        name = names.get(id(record))
+        done = modules.convert(export, record, name=name, settings=settings) if name else None
+        if done is not None:
+            # A record without an _id is imported, though no deployment can refer to it.
+            converted[record.id or f"no _id: {name}"] = done
+    return converted, core
+
+
+def _checked(
+    export: exports.Export,
+    files: dict[str, bytes],
+    owners: Mapping[str, Record],
+    settings: LoaderSettings,
+) -> dict[str, bytes]:
+    """`files` without what the loader rejects, each rejection reported on its record."""
     files, dropped = repository.settle(files, settings)
     for part, problem in dropped:
         owner = owners.get(part)
@@ -92,28 +130,7 @@ def run(
             export.note(owner, message)
         else:
             export.findings.append(Finding(part, part, message))
-    imported_modules = {
-        m.name: m.record.id or ""
-        for m in converted.values()
-        if f"modules/{m.name}/module.yaml" in files
-    }
-    imported_deployments = {
-        path[len("deployments/") : -len(".yaml")]: record.id or ""
-        for path, record in owners.items()
-        if path.startswith("deployments/") and path in files
-    }
-    names = tuple(devices.entries) if "devices.yaml" in files else ()
-    findings = tuple(sorted(export.findings, key=_export_order))
-    sha = repository.write(into, files, _message(imported_modules, findings))
-    return Imported(
-        source=export.root,
-        into=into,
-        commit_sha=sha,
-        modules=dict(sorted(imported_modules.items())),
-        deployments=dict(sorted(imported_deployments.items())),
-        devices=tuple(sorted(names)),
-        findings=findings,
-    )
+    return files
 
 
 def _yaml(document: Mapping[str, Any], record: Record | None) -> bytes:
