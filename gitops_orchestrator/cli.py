@@ -502,6 +502,7 @@ def inventory_command(url: str) -> None:
 @click.option(
     "--into",
     required=True,
+    metavar="REPO",
     type=click.Path(path_type=Path),
     help="The repository to create: a new folder, or an empty clone of your remote.",
 )

@@ -488,3 +488,16 @@ def test_what_the_loader_would_reject_is_left_out_and_reported(tmp_path: Path) -
         check=False,
     )  # fmt: skip
     assert checked.returncode == 0, checked.stdout
+
+
+def test_an_export_with_nothing_to_run_is_not_a_success(tmp_path: Path) -> None:
+    init = make_export(tmp_path / "export")
+    modules = json.loads((init / "module/modules.json").read_text())
+    core = [m for m in modules if m.get("isCoreModule")]
+    (init / "module/modules.json").write_text(json.dumps(core))
+    for path in (init / "deployment").glob("*.json"):
+        path.unlink()  # nothing refers to a missing module: no other problem to report
+    code, document = report(init, tmp_path / "fleet")
+    assert code == 1
+    found(document, "the export", "nothing this orchestrator can run")
+    assert document["modules"] == {}

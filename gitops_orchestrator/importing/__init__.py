@@ -68,6 +68,9 @@ def run(
     if devices_manifest:
         files["devices.yaml"] = _yaml(devices_manifest, None)
     files = _checked(export, files, owners, settings)
+    if not any(path.startswith("modules/") for path in files):
+        message = "holds nothing this orchestrator can run: the repository has no modules"
+        export.findings.append(Finding(".", "the export", message))
     imported_modules = {
         m.name: m.record.id or ""
         for m in converted.values()
