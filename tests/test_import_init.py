@@ -501,3 +501,20 @@ def test_an_export_with_nothing_to_run_is_not_a_success(tmp_path: Path) -> None:
     assert code == 1
     found(document, "the export", "nothing this orchestrator can run")
     assert document["modules"] == {}
+
+
+def test_a_device_without_a_usable_address_keeps_its_entry(tmp_path: Path) -> None:
+    init = make_export(tmp_path / "export")
+    devices = json.loads((init / "device/devices.json").read_text())
+    devices[3]["communication"] = {"addresses": ["garage pi/0"], "port": 5000}  # blacklisted
+    devices[2]["communication"] = {"addresses": [], "port": 5000}
+    (init / "device/devices.json").write_text(json.dumps(devices))
+    repo = tmp_path / "fleet"
+    _, document = report(init, repo, "--static-addresses")
+    assert load(repo / "devices.yaml")["devices"] == {
+        "garage-pi": {"cordoned": True},
+        "hall-pi": {},
+        "kitchen-pi": {"address": "http://192.168.1.20:5000"},
+    }
+    found(document, "device/devices.json[3]", "'garage-pi'", "no usable address")
+    found(document, "device/devices.json[2]", "'hall-pi'", "no usable address")

@@ -13,14 +13,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..models import DEVICE_PATTERN
+from ..models import ADDRESS_PATTERN, DEVICE_PATTERN
 from .export import Export, Record, object_id
 from .modules import Converted
 
 ORCHESTRATOR = "orchestrator"
 """The name under which the original listed itself as a device (to host its core modules)."""
 DEVICE = re.compile(DEVICE_PATTERN)
+ADDRESS = re.compile(ADDRESS_PATTERN)
 MAX_DEVICE = 63
+MAX_ADDRESS = 256  # the repository format's limit
 
 
 @dataclass
@@ -33,6 +35,7 @@ class Devices:
 
 
 def convert_devices(export: Export, *, static_addresses: bool) -> Devices:
+    """Every exported device but the orchestrator, by name; the rest is noted."""
     devices = Devices()
     first: dict[str, Record] = {}
     for record in export.records["device"]:
@@ -53,14 +56,16 @@ def convert_devices(export: Export, *, static_addresses: bool) -> Devices:
             devices.names[record.id] = name
         entry = devices.entries.setdefault(name, {})
         if name in first:
-            export.note(record, f"is the device of {first[name].source} again: merged")
+            export.note(
+                record, f"is the device of {first[name].source} again: merged", problem=False
+            )
         first.setdefault(name, record)
         if record.data.get("blacklisted") is True:
             entry["cordoned"] = True
         if static_addresses and "address" not in entry:
             address = _address(record.data.get("communication"))
             if address is None:
-                export.note(record, "has no address and port: listed without an address")
+                export.note(record, "has no usable address and port: listed without one")
             else:
                 entry["address"] = address
     return devices
@@ -78,7 +83,9 @@ def _address(communication: Any) -> str | None:
     if not isinstance(port, int) or not 0 < port < 65536:
         return None
     host = addresses[0]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    address = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    # One malformed address would make the loader reject devices.yaml, cordons and all.
+    return address if ADDRESS.match(address) and len(address) <= MAX_ADDRESS else None
 
 
 def devices_manifest(devices: Devices) -> dict[str, Any] | None:
