@@ -517,6 +517,62 @@ def inventory_command(url: str) -> None:
     click.echo(f"{len(items)} devices from {url}", err=True)
 
 
+@main.command("import-init")
+@click.argument("source", metavar="DIR", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--into",
+    required=True,
+    metavar="REPO",
+    type=click.Path(path_type=Path),
+    help="The repository to create: a new folder, or an empty clone of your remote.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+)
+@click.option(
+    "--static-addresses",
+    is_flag=True,
+    help="Write each device's last known address into devices.yaml (for sites whose "
+    "supervisors neither advertise over mDNS nor register themselves).",
+)
+@click.option(
+    "--max-binary-size",
+    type=click.IntRange(min=1),
+    default=LoaderSettings.max_binary_size,
+    envvar="GITOPS_MAX_BINARY_SIZE",
+    show_default=True,
+    help="Largest wasm binary or data file carried over, in bytes.",
+)
+def import_init(
+    source: Path, into: Path, output_format: str, static_addresses: bool, max_binary_size: int
+) -> None:
+    """Turn the original orchestrator's init/ export in DIR into a git repository at REPO.
+
+    DIR holds device/, module/ and deployment/ (the JSON of GET /file/device, /file/module and
+    /file/manifest) and files/. Every record not carried over is reported with the reason.
+    Exit 0 when everything was imported, 1 when something was not, 2 on usage errors.
+    """
+    from . import importing
+    from .errors import ExportError
+
+    try:
+        imported = importing.run(
+            source, into, settings=LoaderSettings(max_binary_size=max_binary_size),
+            static_addresses=static_addresses,
+        )  # fmt: skip
+    except ExportError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if output_format == "json":
+        click.echo(json.dumps(importing.as_json(imported), indent=2, ensure_ascii=False))
+    else:
+        click.echo(importing.text(imported))
+    sys.exit(1 if imported.problems else 0)
+
+
 @contextmanager
 def _loaded(path: Path, ref: str | None, settings: LoaderSettings) -> Iterator[LoadResult]:
     if ref is None:

@@ -7,6 +7,7 @@
     ├── SourceError            the followed repository cannot be reached or read now
     ├── StoreError             the database cannot be opened or is from a newer release
     ├── RunFailed              a deployment could not be run through /execute
+    ├── ExportError            an original orchestrator's export or the target folder is unusable
     └── SupervisorError        a device call did not succeed
         ├── SupervisorUnreachable   no answer (connection refused, timeout): retry later
         └── SupervisorRejected      an answer that is not success (error status, bad body)
@@ -55,6 +56,10 @@ class SupervisorUnreachable(SupervisorError):
 
 class SupervisorRejected(SupervisorError):
     """The device answered, but not with success."""
+
+
+class ExportError(OrchestratorError):
+    """`import-init` cannot start: no export at the path, or the target folder is not empty."""
 
 
 class RunFailed(OrchestratorError):
