@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test lint schemas sample clean
+.PHONY: run test lint schemas sample clean test-image
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,11 +21,18 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/hadolint Dockerfile
 
 # The page tests drive Debian's Chromium (never a browser that Playwright would download).
 test: lint
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium fonts-liberation)
 	$(BIN)/pytest
+
+# The container image, built with a real Docker engine that the script starts (as root; it
+# installs Debian's docker.io, docker-compose and debootstrap when missing), and the compose
+# demo run end to end. No registry is used: the base image is made with debootstrap.
+test-image:
+	bash tests/image/run.sh
 
 # Regenerate what is generated and checked in (tests fail when these are stale).
 schemas: $(INSTALLED)
