@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from ..core import openapi
 from ..fleetdb import DeviceRecord
 from ..models import Admission, Snapshot
-from ..store import CommitRecord, Store
+from ..store import CommitRecord, Store, SyncState
 from .responses import timestamp
 
 
@@ -58,11 +58,27 @@ class SourceView(View):
     error_at: str | None
 
 
+class HeadView(View):
+    """The branch head, and whether the fleet runs it (a rejected head never is)."""
+
+    sha: str
+    status: str
+    """accepted or rejected"""
+    applied: bool
+    """False while the head is rejected: nothing of it is applied and the fleet stays on
+    `runs`. True when the head is the desired commit (each deployment's status says how far
+    its devices have got)."""
+    runs: str | None
+    """The commit the fleet runs: the desired one (None before any commit was accepted)."""
+
+
 class SyncView(View):
     desired: CommitView | None
     last_seen: CommitView | None
     last_rejected: CommitView | None
     source: SourceView
+    head: HeadView | None
+    """The branch head (the last commit seen) and whether it is applied; None before any."""
 
 
 class RunsView(View):
@@ -192,8 +208,15 @@ class ModulePage(Page):
     items: list[ModuleView]
 
 
+class DeploymentDetailView(DeploymentView):
+    head: HeadView | None
+    """The branch head: when it is not applied, this deployment runs as of `head.runs`."""
+
+
 class DeploymentPage(Page):
     items: list[DeploymentView]
+    head: HeadView | None
+    """As in `DeploymentDetailView`: the deployments listed are those of `head.runs`."""
 
 
 class CommitPage(Page):
@@ -223,9 +246,19 @@ def commit_view(record: CommitRecord | None) -> CommitView | None:
     )
 
 
+def head_view(state: SyncState) -> HeadView | None:
+    """The branch head as `SyncView.head` shows it."""
+    head, desired = state.last_seen, state.desired
+    if head is None:
+        return None
+    runs = desired.sha if desired else None
+    return HeadView(sha=head.sha, status=head.status, applied=head.sha == runs, runs=runs)
+
+
 def sync_view(store: Store, *, repo: str, branch: str) -> SyncView:
     state = store.sync_state()
     return SyncView(
+        head=head_view(state),
         desired=commit_view(state.desired),
         last_seen=commit_view(state.last_seen),
         last_rejected=commit_view(state.last_rejected),
@@ -455,11 +488,17 @@ def deployments_page(store: Store, *, offset: int, limit: int) -> DeploymentPage
     fleet = Fleet(store)
     names = sorted(fleet.snapshot.deployments) if fleet.snapshot else []
     items = [view for n in names[offset : offset + limit] if (view := fleet.deployment(n))]
-    return DeploymentPage(total=len(names), offset=offset, limit=limit, items=items)
+    return DeploymentPage(
+        total=len(names), offset=offset, limit=limit, items=items,
+        head=head_view(store.sync_state()),
+    )  # fmt: skip
 
 
-def deployment_detail(store: Store, name: str) -> DeploymentView | None:
-    return Fleet(store).deployment(name)
+def deployment_detail(store: Store, name: str) -> DeploymentDetailView | None:
+    view = Fleet(store).deployment(name)
+    if view is None:
+        return None
+    return DeploymentDetailView(**dict(view), head=head_view(store.sync_state()))
 
 
 def commits_page(store: Store, *, offset: int, limit: int) -> CommitPage:
