@@ -7,6 +7,7 @@ disagree. The models are also the source of the OpenAPI schemas. Nothing here wr
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -133,6 +134,14 @@ class EventView(View):
     message: str
 
 
+class CommitDetailView(CommitView):
+    previous_accepted: str | None
+    """The accepted commit before this one, which `changes` compares with (None for the
+    first); for a rejected commit, the one the fleet kept running."""
+    events: list[EventView]
+    """What happened for this commit (accepted or rejected, deploys, holds), newest first."""
+
+
 class DeviceDetailView(DeviceView):
     platform: dict[str, Any]
     health: dict[str, Any] | None
@@ -202,6 +211,10 @@ class Page(View):
 
 class DevicePage(Page):
     items: list[DeviceView]
+    state: list[str]
+    """The states asked for (`?state=`, repeatable); every state when empty."""
+    search: str
+    """What the names contain (`?search=`, any case); every name when empty."""
 
 
 class ModulePage(Page):
@@ -275,9 +288,11 @@ def sync_view(store: Store, *, repo: str, branch: str) -> SyncView:
 class Fleet:
     """What several views share, read from the store once."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, records: Iterable[DeviceRecord] | None = None) -> None:
+        """`records` limits the devices read to those (a page of a large fleet)."""
         self.snapshot: Snapshot | None = store.desired_snapshot()
-        self.records = {record.device: record for record in store.devices()}
+        records = store.devices() if records is None else records
+        self.records = {record.device: record for record in records}
         self.steps = store.step_placements()
         self.statuses = {(s.device, s.deployment): s for s in store.deploy_statuses()}
 
@@ -434,11 +449,18 @@ def overview(store: Store, *, repo: str, branch: str) -> OverviewView:
     )
 
 
-def devices_page(store: Store, *, offset: int, limit: int) -> DevicePage:
-    fleet = Fleet(store)
-    records = list(fleet.records.values())
-    items = [fleet.device(r) for r in records[offset : offset + limit]]
-    return DevicePage(total=len(records), offset=offset, limit=limit, items=items)
+def devices_page(
+    store: Store, *, offset: int, limit: int, states: tuple[str, ...] = (), search: str = ""
+) -> DevicePage:
+    """One page of the devices in `states` whose names contain `search`, filtered in SQL."""
+    total, records = store.devices_matching(
+        states=states, search=search, offset=offset, limit=limit
+    )
+    fleet = Fleet(store, records)
+    return DevicePage(
+        total=total, offset=offset, limit=limit, items=[fleet.device(r) for r in records],
+        state=list(states), search=search,
+    )  # fmt: skip
 
 
 def device_detail(store: Store, name: str) -> DeviceDetailView | None:
@@ -536,6 +558,28 @@ def commit_changes(store: Store, before: str, after: str) -> list[CommitChange] 
     if old[2] != new[2]:
         changes.append(CommitChange(kind="devices", name="devices.yaml", change="changed"))
     return changes
+
+
+# The events a commit's page lists at most: a commit deploys to many devices, and its page
+# should stay quick to read (the newest are the ones that say how the rollout ends).
+COMMIT_EVENTS = 100
+
+
+def commit_detail(store: Store, sha: str) -> CommitDetailView | None:
+    """One commit: what it changed against the accepted commit before it, problems, events."""
+    record = store.commit(sha)
+    view = commit_view(record)
+    if record is None or view is None:
+        return None
+    previous = store.previous_accepted(sha)
+    changes = None
+    if record.status == "accepted" and previous is not None:
+        changes = commit_changes(store, previous.sha, sha)
+    return CommitDetailView(
+        **dict(view.model_copy(update={"changes": changes})),
+        previous_accepted=previous.sha if previous else None,
+        events=[event_view(row) for row in store.commit_events(sha, limit=COMMIT_EVENTS)],
+    )
 
 
 def events_page(
