@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from browser import DESKTOP, PHONE, chromium, screenshot
 from conftest import eventually, git_init_commit, write_files
-from test_pages import Site, running_site
+from playwright.sync_api import expect
+from test_pages import LIVE, Site, running_site
 
 BROKEN = {"deployments/broken.yaml": "name: broken\nsequence: []\n"}
 
@@ -62,3 +64,41 @@ def test_a_rejected_head_is_not_applied_until_a_newer_commit_is_accepted(tmp_pat
         history = site.get("/commits").text
         assert f'id="c-{bad}"' in history
         assert "deployments/broken.yaml" in history
+
+
+def test_people_see_the_rejected_head_and_see_the_box_go_when_it_is_fixed(tmp_path: Path) -> None:
+    with running_site(tmp_path) as site, chromium() as browser:
+        good = site.api("/api/v1/sync")["desired"]["sha"]
+        write_files(site.repo, BROKEN)
+        bad = git_init_commit(site.repo, "a deployment without steps")
+        eventually(lambda: _head(site) == bad, "the broken head to be seen")
+        for viewport, suffix in ((DESKTOP, ""), (PHONE, "-phone")):
+            context = browser.new_context(viewport=viewport, base_url=site.url)
+            try:
+                page = context.new_page()
+                page.goto("/deployments/fibo-chain")
+                notice = page.locator("#head-not-applied")
+                expect(notice).to_be_visible()
+                expect(notice).to_contain_text("not applied")
+                expect(notice.get_by_role("link", name=good[:12])).to_be_visible()
+                screenshot(page, f"deployment-head-rejected{suffix}")
+            finally:
+                context.close()
+
+        context = browser.new_context(viewport=DESKTOP, base_url=site.url)
+        try:
+            page = context.new_page()
+            page.goto("/")
+            expect(page.locator("#live")).to_have_text("live", timeout=LIVE)
+            expect(page.locator("#rejected")).to_contain_text("deployments/broken.yaml")
+            expect(page.locator("#rejected")).to_contain_text("not applied")
+            screenshot(page, "overview-head-rejected")
+            (site.repo / "deployments/broken.yaml").unlink()
+            git_init_commit(site.repo, "drop the broken deployment")
+            # The open overview drops the box by itself (a live update, not a reload).
+            expect(page.locator("#rejected")).to_have_count(0, timeout=LIVE)
+            expect(page.locator("#head-not-applied")).to_have_count(0)
+            page.goto("/commits")
+            expect(page.locator(f"#c-{bad}")).to_contain_text("rejected")
+        finally:
+            context.close()
