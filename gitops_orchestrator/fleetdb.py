@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -375,6 +375,31 @@ class FleetRecords:
         with self._lock:
             rows: list[Any] = self._db.execute(query, (*values, limit, offset)).fetchall()
         return rows
+
+    # the devices list, filtered and paged in SQL (a page of a large fleet reads one page)
+
+    def devices_matching(
+        self, *, states: Collection[str] = (), search: str = "", offset: int = 0, limit: int = 100
+    ) -> tuple[int, list[DeviceRecord]]:
+        """How many devices match, and one page of them by name: those in `states` (any when
+        empty) whose name contains `search`, in any case (`%` and `_` are plain characters)."""
+        parts: list[str] = []
+        values: list[Any] = []
+        if states:
+            parts.append(f"state IN ({', '.join('?' * len(states))})")
+            values.extend(states)
+        if search:
+            escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            parts.append("device LIKE ? ESCAPE '\\'")
+            values.append(f"%{escaped}%")
+        where = f"WHERE {' AND '.join(parts)}" if parts else ""
+        with self._lock:
+            total = _count(self._db, f"SELECT COUNT(*) FROM devices {where}", values)
+            rows = self._db.execute(
+                f"SELECT * FROM devices {where} ORDER BY device LIMIT ? OFFSET ?",
+                (*values, limit, offset),
+            ).fetchall()
+        return total, [_device_record(row) for row in rows]
 
 
 def _count(db: sqlite3.Connection, query: str, values: list[Any]) -> int:

@@ -345,6 +345,26 @@ class Store(FleetRecords):
             row = self._db.execute("SELECT * FROM commits WHERE commit_sha = ?", (sha,)).fetchone()
         return _commit_record(row) if row else None
 
+    def previous_accepted(self, sha: str) -> CommitRecord | None:
+        """The accepted commit seen before `sha`, in the order `commits()` lists them."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT c.* FROM commits AS c, commits AS this WHERE this.commit_sha = ? "
+                "AND c.status = 'accepted' AND (c.seen_at < this.seen_at OR "
+                "(c.seen_at = this.seen_at AND c.commit_sha > this.commit_sha)) "
+                "ORDER BY c.seen_at DESC, c.commit_sha LIMIT 1",
+                (sha,),
+            ).fetchone()
+        return _commit_record(row) if row else None
+
+    def commit_events(self, sha: str, *, limit: int = 100) -> list[Any]:
+        """The events recorded for commit `sha`, newest first (as `events()` returns them)."""
+        with self._lock:
+            rows: list[Any] = self._db.execute(
+                "SELECT * FROM events WHERE commit_sha = ? ORDER BY id DESC LIMIT ?", (sha, limit)
+            ).fetchall()
+        return rows
+
     def file_digests(self, module: str, file: str) -> set[str]:
         """The digests a module's file (`wasm` or a data file) has in the kept snapshots."""
         with self._lock:

@@ -147,7 +147,7 @@ def test_every_page_answers_html_that_names_and_links_what_it_involves(
 
 def test_the_overview_and_the_history_show_the_full_commit(site: Site) -> None:
     sha = site.api("/api/v1/sync")["desired"]["sha"]
-    assert f'href="/commits#c-{sha}"' in site.get("/").text
+    assert f'href="/commits/{sha}"' in site.get("/").text
     assert f'id="c-{sha}"' in site.get("/commits").text
 
 

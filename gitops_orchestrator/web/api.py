@@ -25,6 +25,9 @@ MAX_LIMIT = 500
 MAX_OFFSET = 2**63 - 1  # SQLite's largest integer
 DEFAULT_LIMIT = 100
 CACHED_ANSWERS = 256
+DEVICE_STATES = ("online", "offline", "gone")
+# Device names are mDNS instance names (at most 63 bytes): a longer search can match nothing.
+MAX_SEARCH = 200
 # How often the event stream looks for new events, and how long it stays quiet at most.
 STREAM_POLL = 0.25
 STREAM_HEARTBEAT = 15.0
@@ -87,20 +90,40 @@ def paging(request: Request) -> tuple[int, int]:
     return offset, limit
 
 
-def _paged(build: Callable[..., BaseModel]) -> Callable[[Request], Any]:
+def device_filters(request: Request) -> dict[str, Any]:
+    """`state` (repeatable) and `search` of the devices list, checked; ValueError says why."""
+    states = tuple(dict.fromkeys(s for s in request.query_params.getlist("state") if s))
+    for state in states:
+        if state not in DEVICE_STATES:
+            raise ValueError(f"state is one of {', '.join(DEVICE_STATES)}, not {state[:40]!r}")
+    search = request.query_params.get("search", "")
+    if len(search) > MAX_SEARCH:
+        raise ValueError(f"search is at most {MAX_SEARCH} characters")
+    return {"states": states, "search": search}
+
+
+Filters = Callable[[Request], dict[str, Any]]
+
+
+def _paged(build: Callable[..., BaseModel], filters: Filters | None = None) -> Callable[..., Any]:
     async def endpoint(request: Request) -> Response:
         try:
             offset, limit = paging(request)
+            extra = filters(request) if filters else {}
         except ValueError as exc:
             return error(400, str(exc))
-        return await answer(request, lambda store: build(store, offset=offset, limit=limit))
+        return await answer(
+            request, lambda store: build(store, offset=offset, limit=limit, **extra)
+        )
 
     return endpoint
 
 
-def _named(build: Callable[[Store, str], BaseModel | None]) -> Callable[[Request], Any]:
+def _named(
+    build: Callable[[Store, str], BaseModel | None], param: str = "name"
+) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
-        name = request.path_params["name"]
+        name = request.path_params[param]
         return await answer(request, lambda store: build(store, name))
 
     return endpoint
@@ -177,7 +200,8 @@ ROUTES: list[tuple[str, Callable[[Request], Any]]] = [
     ("/api/v1/sync", sync),
     ("/api/v1/overview", overview),
     ("/api/v1/commits", _paged(views.commits_page)),
-    ("/api/v1/devices", _paged(views.devices_page)),
+    ("/api/v1/commits/{sha}", _named(views.commit_detail, "sha")),
+    ("/api/v1/devices", _paged(views.devices_page, device_filters)),
     ("/api/v1/devices/{name}", _named(views.device_detail)),
     ("/api/v1/modules", _paged(views.modules_page)),
     ("/api/v1/modules/{name}", _named(views.module_detail)),

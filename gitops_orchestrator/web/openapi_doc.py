@@ -37,12 +37,13 @@ ANSWERS: tuple[type[BaseModel], ...] = (
     views.SyncView,
     views.OverviewView,
     views.CommitPage,
+    views.CommitDetailView,
     views.DevicePage,
     views.DeviceDetailView,
     views.ModulePage,
     views.ModuleDetailView,
     views.DeploymentPage,
-    views.DeploymentView,
+    views.DeploymentDetailView,
     views.EventPage,
     views.EventView,
     compat.CompatDevices,
@@ -210,11 +211,12 @@ def _cached(
     named: str | None = None,
     tags: tuple[str, ...] = ("api",),
     extra: tuple[Json, ...] = (),
+    param: str = "name",
 ) -> Json:
     """A GET answered from the cache: ETag, 304, and 404 for a name that is not there."""
     parameters: list[Json] = []
     if named is not None:
-        parameters.append(_name("name", named))
+        parameters.append(_name(param, named))
     if paged:
         parameters += [
             {"$ref": "#/components/parameters/offset"},
@@ -229,7 +231,7 @@ def _cached(
         "401": {"$ref": "#/components/responses/Unauthorized"},
     }
     if paged:
-        responses["400"] = _error("offset or limit is not valid.")
+        responses["400"] = _error("offset or limit (or a filter) is not valid.")
     if named is not None:
         responses["404"] = _error("Nothing by that name.")
     return {
@@ -242,13 +244,21 @@ def _cached(
     }
 
 
-def _page(summary: str, *, named: str | None = None, paged: bool = False) -> Json:
+def _page(
+    summary: str,
+    *,
+    named: str | None = None,
+    paged: bool = False,
+    param: str = "name",
+    extra: tuple[Json, ...] = (),
+) -> Json:
     html = {"text/html": {"schema": {"type": "string"}}}
-    parameters: list[Json] = [_name("name", named)] if named else []
+    parameters: list[Json] = [_name(param, named)] if named else []
     if paged:
         parameters += [
             {"$ref": "#/components/parameters/offset"},
             {"$ref": "#/components/parameters/limit"},
+            *extra,
         ]
     responses: Json = {
         "200": {"description": "The page, with its ETag.", "content": html,
@@ -286,13 +296,40 @@ def _static() -> Json:
     }
 
 
+# The devices list's filters (`api.device_filters`).
+DEVICE_FILTERS: tuple[Json, ...] = (
+    {
+        "name": "state",
+        "in": "query",
+        "description": "Only devices in this state; repeat it for several. Empty: any state.",
+        "style": "form",
+        "explode": True,
+        "schema": {"type": "array", "items": {"enum": ["", *api.DEVICE_STATES]}},
+    },
+    {
+        "name": "search",
+        "in": "query",
+        "description": "Only devices whose name contains this, in any case.",
+        "schema": {"type": "string", "maxLength": api.MAX_SEARCH},
+    },
+)
+
+
 def _paths() -> Json:
     query = {"in": "query", "schema": {"type": "string"}}
     return {
         "/api/v1/sync": _cached("SyncView", "What the orchestrator follows and where it stands."),
         "/api/v1/overview": _cached("OverviewView", "Sync state, counts and recent events."),
         "/api/v1/commits": _cached("CommitPage", "Commits looked at, newest first.", paged=True),
-        "/api/v1/devices": _cached("DevicePage", "Known devices.", paged=True),
+        "/api/v1/commits/{sha}": _cached(
+            "CommitDetailView",
+            "One commit: what it changed, its problems, its events.",
+            named="A full 40-hex commit sha.",
+            param="sha",
+        ),
+        "/api/v1/devices": _cached(
+            "DevicePage", "Known devices, by name.", paged=True, extra=DEVICE_FILTERS
+        ),
         "/api/v1/devices/{name}": _cached("DeviceDetailView", "One device.", named="A device."),
         "/api/v1/modules": _cached("ModulePage", "Modules of the desired commit.", paged=True),
         "/api/v1/modules/{name}": _cached("ModuleDetailView", "One module.", named="A module."),
@@ -300,7 +337,7 @@ def _paths() -> Json:
             "DeploymentPage", "Deployments of the desired commit.", paged=True
         ),
         "/api/v1/deployments/{name}": _cached(
-            "DeploymentView", "One deployment.", named="A deployment."
+            "DeploymentDetailView", "One deployment.", named="A deployment."
         ),
         "/api/v1/events": _cached(
             "EventPage",
@@ -383,7 +420,7 @@ def _paths() -> Json:
             }
         },
         "/": _page("Overview."),
-        "/devices": _page("Devices.", paged=True),
+        "/devices": _page("Devices, filtered.", paged=True, extra=DEVICE_FILTERS),
         "/devices/{name}": _page("One device.", named="A device."),
         "/modules": _page("Modules.", paged=True),
         "/modules/{name}": _page("One module.", named="A module."),
@@ -392,6 +429,7 @@ def _paths() -> Json:
             "One deployment, with a form to run it.", named="A deployment."
         ),
         "/commits": _page("Commits.", paged=True),
+        "/commits/{sha}": _page("One commit.", named="A full 40-hex commit sha.", param="sha"),
         "/static/{path}": _static(),
     }
 

@@ -29,7 +29,7 @@ from starlette.templating import Jinja2Templates
 
 from ..store import Store
 from . import views
-from .api import AnswerCache, paging
+from .api import DEVICE_STATES, AnswerCache, Filters, device_filters, paging
 from .responses import error
 
 HERE = Path(__file__).resolve().parent
@@ -103,6 +103,7 @@ def _environment() -> jinja2.Environment:
     env.filters["when"] = lambda at: at.replace("T", " ").replace("Z", " UTC") if at else "—"
     env.filters["tone"] = lambda status: TONES.get(status, "neutral")
     env.globals["asset_version"] = _asset_version()
+    env.globals["device_states"] = DEVICE_STATES
     return env
 
 
@@ -188,30 +189,45 @@ async def overview(request: Request) -> Response:
 
 
 def _listing(
-    template: str, section: str, build: Callable[..., views.Page]
+    template: str, section: str, build: Callable[..., views.Page], filters: Filters | None = None
 ) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
         try:
             offset, limit = paging(request)
+            extra = filters(request) if filters else {}
         except ValueError as exc:
             return page_error(request, 400, str(exc), section=section)
         if offset > MAX_OFFSET:
             return page_error(request, 400, f"offset is at most {MAX_OFFSET}", section=section)
+        # The filters again, as the query the pager's and the JSON twin's links start with.
+        query = "".join(f"{key}={quote(value, safe='')}&" for key, value in _query(extra))
 
         def page(store: Store) -> Rendered:
-            return template, {"page": build(store, offset=offset, limit=limit)}
+            listed = build(store, offset=offset, limit=limit, **extra)
+            return template, {"page": listed, "query": query}
 
-        api = f"/api/v1/{section}?offset={offset}&limit={limit}"
+        api = f"/api/v1/{section}?{query}offset={offset}&limit={limit}"
         return await render(request, page, api=api, section=section)
 
     return endpoint
 
 
+def _query(filters: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The query parameters that ask for `filters` (as `device_filters` reads them)."""
+    pairs = [("state", state) for state in filters.get("states", ())]
+    if filters.get("search"):
+        pairs.append(("search", filters["search"]))
+    return pairs
+
+
 def _detail(
-    template: str, section: str, build: Callable[[Store, str], views.View | None]
+    template: str,
+    section: str,
+    build: Callable[[Store, str], views.View | None],
+    param: str = "name",
 ) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
-        name: str = request.path_params["name"]
+        name: str = request.path_params[param]
 
         def page(store: Store) -> Rendered:
             view = build(store, name)
@@ -268,12 +284,13 @@ def _try_it(store: Store, view: views.DeploymentView) -> dict[str, Any] | None:
 
 ROUTES: list[BaseRoute] = [
     Route("/", overview),
-    Route("/devices", _listing("devices.html", "devices", views.devices_page)),
+    Route("/devices", _listing("devices.html", "devices", views.devices_page, device_filters)),
     Route("/devices/{name}", _detail("device.html", "devices", views.device_detail)),
     Route("/modules", _listing("modules.html", "modules", views.modules_page)),
     Route("/modules/{name}", _detail("module.html", "modules", views.module_detail)),
     Route("/deployments", _listing("deployments.html", "deployments", views.deployments_page)),
     Route("/deployments/{name}", deployment),
     Route("/commits", _listing("commits.html", "commits", views.commits_page)),
+    Route("/commits/{sha}", _detail("commit.html", "commits", views.commit_detail, "sha")),
     Mount("/static", StaticFiles(directory=STATIC), name="static"),
 ]

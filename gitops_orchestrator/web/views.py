@@ -7,6 +7,7 @@ disagree. The models are also the source of the OpenAPI schemas. Nothing here wr
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -14,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from ..core import openapi
 from ..fleetdb import DeviceRecord
 from ..models import Admission, Snapshot
-from ..store import CommitRecord, Store
+from ..store import CommitRecord, Store, SyncState
 from .responses import timestamp
 
 
@@ -58,11 +59,27 @@ class SourceView(View):
     error_at: str | None
 
 
+class HeadView(View):
+    """The branch head, and whether the fleet runs it (a rejected head never is)."""
+
+    sha: str
+    status: str
+    """accepted or rejected"""
+    applied: bool
+    """False while the head is rejected: nothing of it is applied and the fleet stays on
+    `runs`. True when the head is the desired commit (each deployment's status says how far
+    its devices have got)."""
+    runs: str | None
+    """The commit the fleet runs: the desired one (None before any commit was accepted)."""
+
+
 class SyncView(View):
     desired: CommitView | None
     last_seen: CommitView | None
     last_rejected: CommitView | None
     source: SourceView
+    head: HeadView | None
+    """The branch head (the last commit seen) and whether it is applied; None before any."""
 
 
 class RunsView(View):
@@ -115,6 +132,14 @@ class EventView(View):
     deployment: str | None
     commit_sha: str | None
     message: str
+
+
+class CommitDetailView(CommitView):
+    previous_accepted: str | None
+    """The accepted commit before this one, which `changes` compares with (None for the
+    first); for a rejected commit, the one the fleet kept running."""
+    events: list[EventView]
+    """What happened for this commit (accepted or rejected, deploys, holds), newest first."""
 
 
 class DeviceDetailView(DeviceView):
@@ -186,14 +211,25 @@ class Page(View):
 
 class DevicePage(Page):
     items: list[DeviceView]
+    state: list[str]
+    """The states asked for (`?state=`, repeatable); every state when empty."""
+    search: str
+    """What the names contain (`?search=`, any case); every name when empty."""
 
 
 class ModulePage(Page):
     items: list[ModuleView]
 
 
+class DeploymentDetailView(DeploymentView):
+    head: HeadView | None
+    """The branch head: when it is not applied, this deployment runs as of `head.runs`."""
+
+
 class DeploymentPage(Page):
     items: list[DeploymentView]
+    head: HeadView | None
+    """As in `DeploymentDetailView`: the deployments listed are those of `head.runs`."""
 
 
 class CommitPage(Page):
@@ -223,9 +259,19 @@ def commit_view(record: CommitRecord | None) -> CommitView | None:
     )
 
 
+def head_view(state: SyncState) -> HeadView | None:
+    """The branch head as `SyncView.head` shows it."""
+    head, desired = state.last_seen, state.desired
+    if head is None:
+        return None
+    runs = desired.sha if desired else None
+    return HeadView(sha=head.sha, status=head.status, applied=head.sha == runs, runs=runs)
+
+
 def sync_view(store: Store, *, repo: str, branch: str) -> SyncView:
     state = store.sync_state()
     return SyncView(
+        head=head_view(state),
         desired=commit_view(state.desired),
         last_seen=commit_view(state.last_seen),
         last_rejected=commit_view(state.last_rejected),
@@ -242,9 +288,11 @@ def sync_view(store: Store, *, repo: str, branch: str) -> SyncView:
 class Fleet:
     """What several views share, read from the store once."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, records: Iterable[DeviceRecord] | None = None) -> None:
+        """`records` limits the devices read to those (a page of a large fleet)."""
         self.snapshot: Snapshot | None = store.desired_snapshot()
-        self.records = {record.device: record for record in store.devices()}
+        records = store.devices() if records is None else records
+        self.records = {record.device: record for record in records}
         self.steps = store.step_placements()
         self.statuses = {(s.device, s.deployment): s for s in store.deploy_statuses()}
 
@@ -401,11 +449,18 @@ def overview(store: Store, *, repo: str, branch: str) -> OverviewView:
     )
 
 
-def devices_page(store: Store, *, offset: int, limit: int) -> DevicePage:
-    fleet = Fleet(store)
-    records = list(fleet.records.values())
-    items = [fleet.device(r) for r in records[offset : offset + limit]]
-    return DevicePage(total=len(records), offset=offset, limit=limit, items=items)
+def devices_page(
+    store: Store, *, offset: int, limit: int, states: tuple[str, ...] = (), search: str = ""
+) -> DevicePage:
+    """One page of the devices in `states` whose names contain `search`, filtered in SQL."""
+    total, records = store.devices_matching(
+        states=states, search=search, offset=offset, limit=limit
+    )
+    fleet = Fleet(store, records)
+    return DevicePage(
+        total=total, offset=offset, limit=limit, items=[fleet.device(r) for r in records],
+        state=list(states), search=search,
+    )  # fmt: skip
 
 
 def device_detail(store: Store, name: str) -> DeviceDetailView | None:
@@ -455,11 +510,17 @@ def deployments_page(store: Store, *, offset: int, limit: int) -> DeploymentPage
     fleet = Fleet(store)
     names = sorted(fleet.snapshot.deployments) if fleet.snapshot else []
     items = [view for n in names[offset : offset + limit] if (view := fleet.deployment(n))]
-    return DeploymentPage(total=len(names), offset=offset, limit=limit, items=items)
+    return DeploymentPage(
+        total=len(names), offset=offset, limit=limit, items=items,
+        head=head_view(store.sync_state()),
+    )  # fmt: skip
 
 
-def deployment_detail(store: Store, name: str) -> DeploymentView | None:
-    return Fleet(store).deployment(name)
+def deployment_detail(store: Store, name: str) -> DeploymentDetailView | None:
+    view = Fleet(store).deployment(name)
+    if view is None:
+        return None
+    return DeploymentDetailView(**dict(view), head=head_view(store.sync_state()))
 
 
 def commits_page(store: Store, *, offset: int, limit: int) -> CommitPage:
@@ -497,6 +558,28 @@ def commit_changes(store: Store, before: str, after: str) -> list[CommitChange] 
     if old[2] != new[2]:
         changes.append(CommitChange(kind="devices", name="devices.yaml", change="changed"))
     return changes
+
+
+# The events a commit's page lists at most: a commit deploys to many devices, and its page
+# should stay quick to read (the newest are the ones that say how the rollout ends).
+COMMIT_EVENTS = 100
+
+
+def commit_detail(store: Store, sha: str) -> CommitDetailView | None:
+    """One commit: what it changed against the accepted commit before it, problems, events."""
+    record = store.commit(sha)
+    view = commit_view(record)
+    if record is None or view is None:
+        return None
+    previous = store.previous_accepted(sha)
+    changes = None
+    if record.status == "accepted" and previous is not None:
+        changes = commit_changes(store, previous.sha, sha)
+    return CommitDetailView(
+        **dict(view.model_copy(update={"changes": changes})),
+        previous_accepted=previous.sha if previous else None,
+        events=[event_view(row) for row in store.commit_events(sha, limit=COMMIT_EVENTS)],
+    )
 
 
 def events_page(
