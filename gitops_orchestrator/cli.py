@@ -22,7 +22,7 @@ import click
 import git
 import httpx
 
-from . import __version__, discovery, manifests, orchestrator, repo
+from . import __version__, discovery, manifests, orchestrator, repo, signatures
 from .errors import OrchestratorError, RepoError
 from .models import LoadResult, Problem, Snapshot
 from .settings import (
@@ -69,13 +69,23 @@ def main() -> None:
     show_default=True,
     help="Largest wasm binary or data file accepted, in bytes.",
 )
-def validate(path: Path, ref: str | None, output_format: str, max_binary_size: int) -> None:
+@click.option(
+    "--verify-signatures",
+    "signers",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="GITOPS_VERIFY_SIGNATURES",
+    help="An SSH allowed-signers file or an OpenPGP keyring: a commit (--ref) not "
+    "signed by one of its keys is rejected.",
+)
+def validate(
+    path: Path, ref: str | None, output_format: str, max_binary_size: int, signers: Path | None
+) -> None:
     """Check the repository files under PATH (default: the current folder).
 
     Exit 0 when valid, 1 when there are problems, 2 on usage errors.
     """
     settings = LoaderSettings(max_binary_size=max_binary_size)
-    with _loaded(path, ref, settings) as result:
+    with _loaded(path, ref, settings, signers) as result:
         if output_format == "json":
             click.echo(json.dumps(_json_report(path, result), indent=2))
         elif output_format == "github":
@@ -213,6 +223,14 @@ def validate(path: Path, ref: str | None, output_format: str, max_binary_size: i
     show_default=True,
     help="Open client connections at most; the oldest still sending is dropped first.",
 )
+@click.option(
+    "--verify-signatures",
+    "signers",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="GITOPS_VERIFY_SIGNATURES",
+    help="An SSH allowed-signers file or an OpenPGP keyring: a branch head not "
+    "signed by one of its keys is rejected.",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info")
 def serve(**options: Any) -> None:
     """Run the orchestrator: follow --repo and serve the API on --host:--port."""
@@ -222,7 +240,9 @@ def serve(**options: Any) -> None:
         data_dir=options["data_dir"],
         log_level=options["log_level"],
         sync=SyncSettings(
-            poll_interval=options["poll_interval"], fetch_interval=options["fetch_interval"]
+            poll_interval=options["poll_interval"],
+            fetch_interval=options["fetch_interval"],
+            verify_signatures=options["signers"],
         ),
         store=StoreSettings(options["keep_snapshots"], options["keep_commits"]),
         web=WebSettings(
@@ -467,6 +487,14 @@ def device(
     show_default=True,
     help="The orchestrator's prune limit, to show what it would hold.",
 )
+@click.option(
+    "--verify-signatures",
+    "signers",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="GITOPS_VERIFY_SIGNATURES",
+    help="An SSH allowed-signers file or an OpenPGP keyring: a head not "
+    "signed by one of its keys is rejected.",
+)
 def plan(
     base: str,
     head: str,
@@ -474,6 +502,7 @@ def plan(
     inventory_source: str | None,
     output_format: str,
     prune_limit: float,
+    signers: Path | None,
 ) -> None:
     """Show what merging HEAD onto BASE would do to the fleet, device by device.
 
@@ -489,10 +518,11 @@ def plan(
             if inventory_source
             else None
         )
-        planned = review.plan_change(
-            repo_path, base=base, head=head, inventory=fleet, now=time.time(),
-            prune_limit=prune_limit,
-        )  # fmt: skip
+        with _verifier(signers) as verifier:
+            planned = review.plan_change(
+                repo_path, base=base, head=head, inventory=fleet, now=time.time(),
+                prune_limit=prune_limit, verifier=verifier,
+            )  # fmt: skip
     except (RepoError, inventory.InventoryError) as exc:
         raise click.UsageError(str(exc)) from exc
     click.echo(report.render(planned, output_format))
@@ -574,16 +604,31 @@ def import_init(
 
 
 @contextmanager
-def _loaded(path: Path, ref: str | None, settings: LoaderSettings) -> Iterator[LoadResult]:
+def _loaded(
+    path: Path, ref: str | None, settings: LoaderSettings, signers: Path | None = None
+) -> Iterator[LoadResult]:
     if ref is None:
+        if signers is not None:
+            raise click.UsageError("--verify-signatures checks commits: give --ref too")
         yield manifests.load(repo.FolderTree(path), settings=settings)
         return
     try:
-        with repo.tree_at(path, ref) as tree:
+        with repo.tree_at(path, ref) as tree, _verifier(signers) as verifier:
             result = manifests.load(tree, settings=settings)
+            git_dir = Path(tree.repository.git_dir)
+            result = signatures.verified(result, verifier, git_dir=git_dir, sha=tree.sha or ref)
     except RepoError as exc:
         raise click.UsageError(str(exc)) from exc
     yield result
+
+
+@contextmanager
+def _verifier(signers: Path | None) -> Iterator[signatures.Verifier | None]:
+    if signers is None:
+        yield None
+        return
+    with signatures.Verifier.open(signers) as verifier:
+        yield verifier
 
 
 def _display(root: Path, file: str) -> str:

@@ -29,6 +29,7 @@ from . import (
     logs,
     reconciler,
     running,
+    signatures,
     source,
     supervisor,
     syncing,
@@ -109,6 +110,9 @@ async def run(settings: Settings) -> None:
     public_url = (settings.web.public_url or default_public_url(
         settings.web.host, settings.web.port
     )).rstrip("/")  # fmt: skip
+    signers = settings.sync.verify_signatures
+    # Read before anything starts: an unusable signers file is a startup error.
+    verifier = await asyncio.to_thread(signatures.Verifier.open, signers) if signers else None
     store = await asyncio.to_thread(Store.open, settings.data_dir, settings.store)
     try:
         # Opening a remote may ask it for its default branch: not on the event loop.
@@ -119,6 +123,8 @@ async def run(settings: Settings) -> None:
         )  # fmt: skip
     except BaseException:
         store.close()
+        if verifier is not None:
+            verifier.close()
         raise
     # No pool limit: every caller bounds its own concurrency, and httpcore's pool scans all
     # its connections for each queued request, which stalls the loop with 1,000 devices.
@@ -146,6 +152,7 @@ async def run(settings: Settings) -> None:
     syncer = syncing.Syncer(
         followed, store, settings=settings.sync, loader=settings.loader, on_desired=loop.wake,
         interval=settings.sync.poll_interval if local else settings.sync.fetch_interval,
+        verifier=verifier,
     )  # fmt: skip
     services = app.Services(
         store=store, repo=followed.display, branch=followed.branch, fetch=followed,
@@ -168,6 +175,8 @@ async def run(settings: Settings) -> None:
         await client.aclose()
         followed.close()
         store.close()
+        if verifier is not None:
+            verifier.close()
 
 
 class _Server(uvicorn.Server):

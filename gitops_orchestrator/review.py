@@ -21,7 +21,7 @@ from typing import Any
 
 import pydantic
 
-from . import documents, manifests, repo, wasm
+from . import documents, manifests, repo, signatures, wasm
 from . import inventory as inventory_module
 from .core import review as reviewing
 from .core.modulediff import CommitFacts, ModuleFacts
@@ -64,6 +64,7 @@ def plan_change(
     prune_limit: float = 0.5,
     return_after: float = 30.0,
     settings: LoaderSettings | None = None,
+    verifier: signatures.Verifier | None = None,
 ) -> Planned:
     """What merging commit `head` onto commit `base` of the repository at `path` would do."""
     settings = settings or LoaderSettings()
@@ -84,6 +85,9 @@ def plan_change(
             base_tree = repo.commit_tree(repository, fork, folder)
         base_result = manifests.load(base_tree, settings=settings, cache=cache)
         head_result = manifests.load(head_tree, settings=settings, cache=cache)
+        head_result = signatures.verified(
+            head_result, verifier, git_dir=Path(repository.git_dir), sha=head_tree.sha or head
+        )
         base_facts = _facts(base_result, base_tree, settings)
         head_facts = _facts(head_result, head_tree, settings)
     finally:

@@ -7,6 +7,7 @@ from flags and `GITOPS_*` environment variables. Sizes are bytes, durations floa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 MIB = 1024 * 1024
 
@@ -51,6 +52,11 @@ class SyncSettings:
     fetch_interval: float = 30.0
     """Seconds between fetches of a remote repository (`GITOPS_FETCH_INTERVAL`); a webhook
     fetches at once."""
+
+    verify_signatures: Path | None = None
+    """An SSH allowed-signers file or an OpenPGP keyring (`--verify-signatures`,
+    `GITOPS_VERIFY_SIGNATURES`): a branch head not signed by one of its keys is rejected like
+    an invalid commit. None checks nothing, as git itself does not."""
 
     retry_initial: float = 1.0
     """Seconds before the first retry after a failed fetch; doubled after each failure."""

@@ -14,10 +14,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import git
 
-from . import manifests
+from . import manifests, signatures
 from .errors import SourceError
 from .models import LoadResult
 from .repo import commit_tree
@@ -47,6 +48,8 @@ class Syncer:
     clock: Callable[[], float] = time.time
     on_desired: Callable[[], None] = lambda: None
     cache: manifests.LoadCache = field(default_factory=manifests.LoadCache)
+    verifier: signatures.Verifier | None = None
+    """When set, a head not signed by one of its keys is rejected (`--verify-signatures`)."""
     _last_error: str | None = None
 
     async def sync_once(self) -> Synced:
@@ -72,6 +75,9 @@ class Syncer:
             tree = commit_tree(self.source.repository, sha)
             info = tree.info()
             result = manifests.load(tree, settings=self.loader, cache=self.cache)
+            result = signatures.verified(
+                result, self.verifier, git_dir=Path(self.source.repository.git_dir), sha=sha
+            )
             self.store.record_commit(info, result, read=tree.read, now=self.clock())
         except SourceError:
             raise
