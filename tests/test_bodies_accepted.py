@@ -54,6 +54,10 @@ class Unused:
     def accept(self, raw: str | None, *, peer: str | None) -> None:
         pass  # the devices here know no orchestrator, so they ship no logs
 
+    @property
+    def counts(self) -> dict[str, int]:
+        return {}
+
 
 class _ThreadServer(uvicorn.Server):
     @contextlib.contextmanager

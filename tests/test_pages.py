@@ -237,6 +237,10 @@ class Unused:
     def accept(self, raw: str | None, *, peer: str | None) -> None:
         raise AssertionError("not used by the pages")
 
+    @property
+    def counts(self) -> dict[str, int]:
+        return {}
+
 
 class _ThreadServer(uvicorn.Server):
     @contextlib.contextmanager

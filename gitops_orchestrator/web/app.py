@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -32,6 +33,7 @@ from . import (
     metrics,
     openapi_doc,
     pages,
+    responses,
     security,
 )
 
@@ -109,11 +111,24 @@ def create_app(services: Services, settings: WebSettings | None = None) -> Starl
         routes=routes,
         lifespan=lifespan,
         middleware=security.middleware(settings.api_token),
-        exception_handlers={404: pages.not_found, ClientDisconnect: _gone},
+        exception_handlers={
+            404: pages.not_found,
+            HTTPException: _http_error,
+            ClientDisconnect: _gone,
+        },
     )
     app.state.try_it = settings.try_it
     app.state.log_counts = services.logs.counts
     return app
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Errors Starlette raises itself (a multipart body without a boundary, a wrong method), in
+    the one error shape of the API."""
+    assert isinstance(exc, HTTPException)
+    answer = responses.error(exc.status_code, str(exc.detail))
+    answer.headers.update(exc.headers or {})
+    return answer
 
 
 async def _gone(request: Request, exc: Exception) -> Response:
