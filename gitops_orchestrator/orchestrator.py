@@ -98,6 +98,7 @@ async def run(settings: Settings) -> None:
             source.open_source, settings.repo, settings.branch, data_dir=settings.data_dir,
             credentials=source.Credentials.from_env(os.environ),
             poll_interval=settings.sync.poll_interval, fetch_interval=settings.sync.fetch_interval,
+            wait_for_remote=True,  # serve and answer /readyz 503 until the remote answers
         )  # fmt: skip
     except BaseException:
         store.close()
@@ -130,7 +131,7 @@ async def run(settings: Settings) -> None:
         interval=settings.sync.poll_interval if local else settings.sync.fetch_interval,
     )  # fmt: skip
     services = app.Services(
-        store=store, repo=followed.display, branch=followed.branch, fetch=followed,
+        store=store, repo=followed.display, branch=lambda: followed.branch, fetch=followed,
         introducer=introducer, runner=running.Runner(store, client), logs=sink,
         public_url=public_url,
         background=[syncer.run, loop.run, checker.run, sink.run, browser.run],
