@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import logging.config
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,19 +23,41 @@ import click
 import git
 import httpx
 
-from . import __version__, discovery, manifests, orchestrator, repo
+from . import __version__, discovery, logformat, manifests, orchestrator, repo
 from .errors import OrchestratorError, RepoError
 from .models import LoadResult, Problem, Snapshot
 from .settings import (
     DeviceSettings,
     DiscoverySettings,
     LoaderSettings,
+    LogSettings,
     ReconcileSettings,
     StoreSettings,
     SyncSettings,
     WebSettings,
 )
 from .simulator.fleet import Fleet, run_device
+
+
+def _log_options(command: Callable[..., None]) -> Callable[..., None]:
+    """`--log-level` and `--log-format`, shared by the commands that run the orchestrator."""
+    command = click.option(
+        "--log-format",
+        type=click.Choice(logformat.FORMATS),
+        default=LogSettings.format,
+        envvar="GITOPS_LOG_FORMAT",
+        show_default=True,
+        help="json: one object per line (time, level, logger, message).",
+    )(command)
+    return click.option(
+        "--log-level",
+        type=click.Choice(logformat.LEVELS),
+        default=LogSettings.level,
+        envvar="GITOPS_LOG_LEVEL",
+        show_default=True,
+        help="debug adds a line per HTTP request and health check.",
+    )(command)
+
 
 # The sample repository ships beside the package in a source checkout (`make run`).
 SAMPLE_REPO = Path(__file__).resolve().parent.parent / "sample-repo"
@@ -197,14 +220,14 @@ def validate(path: Path, ref: str | None, output_format: str, max_binary_size: i
     help="Require this token for the pages, the API and /metrics (prefer the variable or "
     "GITOPS_API_TOKEN_FILE: a flag shows in ps).",
 )
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info")
+@_log_options
 def serve(**options: Any) -> None:
     """Run the orchestrator: follow --repo and serve the API on --host:--port."""
     settings = orchestrator.Settings(
         repo=options["repo"],
         branch=options["branch"],
         data_dir=options["data_dir"],
-        log_level=options["log_level"],
+        log=LogSettings(level=options["log_level"], format=options["log_format"]),
         sync=SyncSettings(
             poll_interval=options["poll_interval"], fetch_interval=options["fetch_interval"]
         ),
@@ -245,9 +268,7 @@ def _mdns_interfaces(value: str) -> str:
 
 
 def _run(settings: orchestrator.Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
+    logging.config.dictConfig(logformat.config(settings.log))
     try:
         asyncio.run(orchestrator.run(settings))
     except OrchestratorError as exc:
@@ -262,7 +283,8 @@ def _run(settings: orchestrator.Settings) -> None:
     show_default=True,
 )
 @click.option("--port", type=click.IntRange(0, 65535), default=3000, show_default=True)
-def demo(data_dir: Path, port: int) -> None:
+@_log_options
+def demo(data_dir: Path, port: int, log_level: str, log_format: str) -> None:
     """The embedded default: the bundled sample repository, served on 127.0.0.1."""
     if not SAMPLE_REPO.is_dir():
         raise click.UsageError(f"the sample repository is not at {SAMPLE_REPO}")
@@ -302,8 +324,9 @@ Stop with Ctrl-C.
         data_dir=data_dir / "state",
         web=WebSettings(host="127.0.0.1", port=port, public_url=url),
         discovery=DiscoverySettings(mdns_interfaces="127.0.0.1"),  # never `all` in the demo
+        log=LogSettings(level=log_level, format=log_format),
     )
-    logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
+    logging.config.dictConfig(logformat.config(settings.log))
     asyncio.run(_demo(settings, names, data_dir / "devices"))
 
 
@@ -409,7 +432,7 @@ def device(
     if "." in name or not name:
         raise click.UsageError("a device name is not empty and has no dot")
     names = [item.strip() for item in interfaces.split(",") if item.strip()] if interfaces else None
-    logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
+    logging.config.dictConfig(logformat.config(LogSettings()))
     run_device(
         name, host=host, port=port, orchestrator_url=orchestrator, interfaces=names, mdns=mdns,
         data_dir=data_dir,

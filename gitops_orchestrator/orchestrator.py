@@ -9,7 +9,6 @@ start and shutdown: loops stop before the client and the store are closed.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import os
 import signal
@@ -26,6 +25,7 @@ from . import (
     devices,
     discovery,
     health,
+    logformat,
     logs,
     reconciler,
     running,
@@ -37,6 +37,7 @@ from .settings import (
     DeviceSettings,
     DiscoverySettings,
     LoaderSettings,
+    LogSettings,
     ReconcileSettings,
     StoreSettings,
     SyncSettings,
@@ -52,17 +53,12 @@ logger = logging.getLogger(__name__)
 DEVICE_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 
 
-# uvicorn's logging, with its access log on stderr: stdout is for machine-readable output.
-LOG_CONFIG = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
-LOG_CONFIG["handlers"]["access"]["stream"] = "ext://sys.stderr"
-
-
 @dataclass(frozen=True)
 class Settings:
     repo: str
     branch: str | None = None
     data_dir: Path = Path(".gitops-orchestrator")
-    log_level: str = "info"
+    log: LogSettings = field(default_factory=LogSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     web: WebSettings = field(default_factory=WebSettings)
@@ -138,7 +134,7 @@ async def run(settings: Settings) -> None:
     )  # fmt: skip
     config = uvicorn.Config(
         app.create_app(services, settings.web), host=settings.web.host, port=settings.web.port,
-        log_level=settings.log_level, timeout_graceful_shutdown=5, log_config=LOG_CONFIG,
+        timeout_graceful_shutdown=5, **logformat.uvicorn_options(settings.log),
     )  # fmt: skip
     logger.info("devices reach this orchestrator at %s", public_url)
     try:

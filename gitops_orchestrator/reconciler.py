@@ -72,6 +72,8 @@ class Reconciler:
     _failures: dict[str, tuple[int, float]] = field(default_factory=dict)
     """Device -> (failing passes in a row, when to try it again)."""
     _last_hold: str | None = None
+    _failing: set[tuple[str, str]] = field(default_factory=set)
+    """(device, deployment) whose last deploy or undeploy failed: logged once, not per retry."""
 
     def wake(self) -> None:
         """Ask for a pass now (safe from any thread); wakes before the pass count as one."""
@@ -117,6 +119,7 @@ class Reconciler:
             supervisor=self.supervisor, settings=self.settings, clock=self.clock,
         )  # fmt: skip
         self._note_failures(outcomes, now)
+        self._log_outcomes(outcomes)
         record = self._pass_record(snapshot, placed, desired, applied, plan, outcomes, now)
         await asyncio.to_thread(self.store.record_pass, record)
         return PassResult(snapshot.commit_sha, plan, tuple(outcomes))
@@ -144,6 +147,16 @@ class Reconciler:
     def _may_try(self, device: str, now: float) -> bool:
         failing = self._failures.get(device)
         return failing is None or failing[1] <= now
+
+    def _log_outcomes(self, outcomes: list[executor.Outcome]) -> None:
+        for outcome in outcomes:
+            key = (outcome.action.device, outcome.action.deployment)
+            if not outcome.ok and key not in self._failing:
+                self._failing.add(key)
+                logger.warning("%s (retrying with backoff)", _event(outcome).message)
+            elif outcome.ok and key in self._failing:
+                self._failing.discard(key)
+                logger.info("%s, after failing before", _event(outcome).message)
 
     def _note_failures(self, outcomes: list[executor.Outcome], now: float) -> None:
         failed = {o.action.device for o in outcomes if not o.ok}

@@ -177,3 +177,18 @@ class DiscoverySettings:
     resolve_timeout: float = 3.0
     """Seconds to wait for an announced service's SRV, TXT and address records. They normally
     come with the announcement itself; 3 s covers a lossy network and a slow device."""
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """The orchestrator's own log lines, on stderr."""
+
+    level: str = "info"
+    """`debug`, `info`, `warning` or `error` (`--log-level`, `GITOPS_LOG_LEVEL`). At info each
+    state change (commit accepted, rejected or held; device online, offline or restarted;
+    deploy failed) is one line; those that need a person are warnings. Only debug adds a line
+    per HTTP request and per health check."""
+
+    format: str = "text"
+    """`text` (`<time> <LEVEL> <logger>: <message>`) or `json` (one object per line, for log
+    collectors) (`--log-format`, `GITOPS_LOG_FORMAT`)."""
