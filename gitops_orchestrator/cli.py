@@ -361,31 +361,57 @@ def _secret(variable: str) -> str | None:
     return secret or None
 
 
-@main.command()
-@click.argument("deployment")
-@click.argument("args", nargs=-1)
-@click.option(
+ORCHESTRATOR_OPTION = click.option(
     "--orchestrator",
     default="http://127.0.0.1:3000",
     envvar="GITOPS_ORCHESTRATOR_URL",
     show_default=True,
-    help="Base URL of a running orchestrator.",
+    help="Base URL of a running orchestrator (a token comes from GITOPS_API_TOKEN).",
 )
+
+
+def _token_headers() -> dict[str, str]:
+    token = os.environ.get("GITOPS_API_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+@main.command(epilog="Arguments that start with '-' go after '--': call fibo-chain -- -3")
+@click.argument("deployment")
+@click.argument("args", nargs=-1)
+@ORCHESTRATOR_OPTION
 @click.option("--wait", type=click.FloatRange(min=0.1, max=300.0), default=30.0, show_default=True)
-def call(deployment: str, args: tuple[str, ...], orchestrator: str, wait: float) -> None:
-    """Run DEPLOYMENT with integer ARGs through a running orchestrator and print the result."""
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help='json prints the whole answer: {"result": ..., "resultUrl": ...}.',
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="For a file result: download the file from its device into OUTPUT.",
+)
+def call(
+    deployment: str,
+    args: tuple[str, ...],
+    orchestrator: str,
+    wait: float,
+    output_format: str,
+    output: Path | None,
+) -> None:
+    """Run DEPLOYMENT with integer ARGs through a running orchestrator and print the result.
+
+    The result is a number, or the URL of a file on the device that made it (--output saves it).
+    """
     for arg in args:
         if not arg.lstrip("-").isdigit():
             raise click.UsageError(f"{arg!r} is not an integer")
     url = f"{orchestrator.rstrip('/')}/execute/{deployment}"
-    headers = (
-        {"Authorization": f"Bearer {token}"}
-        if (token := os.environ.get("GITOPS_API_TOKEN"))
-        else {}
-    )
     try:
         answer = httpx.post(
-            url, json={f"param{i}": int(a) for i, a in enumerate(args)}, headers=headers,
+            url, json={f"param{i}": int(a) for i, a in enumerate(args)}, headers=_token_headers(),
             params={"wait": wait}, timeout=wait + 10,
         )  # fmt: skip
     except httpx.HTTPError as exc:
@@ -400,11 +426,55 @@ def call(deployment: str, args: tuple[str, ...], orchestrator: str, wait: float)
         message = document.get("error", {}).get("message", answer.text[:200])
         hint = f" (follow {document['resultUrl']})" if "resultUrl" in document else ""
         raise click.ClickException(f"{deployment}: {message}{hint}")
-    click.echo(
-        json.dumps(document["result"])
-        if not isinstance(document["result"], str)
-        else document["result"]
-    )
+    result = document["result"]
+    if output is not None:
+        _download(result, output, wait=wait)
+    if output_format == "json":
+        click.echo(json.dumps(document, ensure_ascii=False))
+    else:
+        click.echo(result if isinstance(result, str) else json.dumps(result))
+
+
+def _download(result: object, output: Path, *, wait: float) -> None:
+    """Save a file result (a URL on the device that wrote it) into `output`."""
+    if not isinstance(result, str) or "://" not in result:
+        raise click.ClickException(f"the result is {result!r}, not a file: --output needs one")
+    try:
+        with httpx.stream("GET", result, timeout=wait + 10) as answer:
+            if answer.status_code != 200:
+                raise click.ClickException(f"{result} answered {answer.status_code}")
+            with output.open("wb") as target:
+                for chunk in answer.iter_bytes():
+                    target.write(chunk)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot download {result}: {exc}") from exc
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc}") from exc
+    click.echo(f"saved {output}", err=True)
+
+
+@main.command("status")
+@ORCHESTRATOR_OPTION
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+)
+def status_command(orchestrator: str, output_format: str) -> None:
+    """Show the desired commit, the last rejected one and every deployment, step by step.
+
+    Exit 0 when nothing is failed or unplaceable, 1 otherwise, 2 on usage errors.
+    """
+    from . import inventory, status
+
+    try:
+        found = status.fetch(orchestrator, token=os.environ.get("GITOPS_API_TOKEN") or None)
+    except inventory.InventoryError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(status.render(found, output_format))
+    sys.exit(0 if status.is_ok(found) else 1)
 
 
 @main.command()

@@ -65,10 +65,13 @@ def load(source: str, *, token: str | None = None) -> Inventory:
     return parse(document, source=source)
 
 
-def fetch_items(url: str, *, token: str | None = None) -> list[dict[str, Any]]:
-    """Every item of `/api/v1/devices` at `url` (an orchestrator's base URL), all pages."""
+def fetch_items(
+    url: str, *, token: str | None = None, listing: str = DEVICES_ROUTE
+) -> list[dict[str, Any]]:
+    """Every item of `listing` (`/api/v1/devices`, or another list of the API) at `url` (an
+    orchestrator's base URL), all pages."""
     base = url.rstrip("/")
-    route = base if base.endswith(DEVICES_ROUTE) else base + DEVICES_ROUTE
+    route = base if base.endswith(listing) else base + listing
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     items: dict[str, dict[str, Any]] = {}
     offset = 0
@@ -101,7 +104,7 @@ def _page(client: httpx.Client, route: str, offset: int) -> dict[str, Any]:
         or not isinstance(page.get("items"), list)
         or not isinstance(page.get("total"), int)
     ):
-        raise InventoryError(f"{route} did not answer a page of devices (items, total)")
+        raise InventoryError(f"{route} did not answer a page of items (items, total)")
     return page
 
 
