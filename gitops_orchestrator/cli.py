@@ -13,6 +13,7 @@ import logging
 import logging.config
 import os
 import shutil
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -285,7 +286,12 @@ def _run(settings: orchestrator.Settings) -> None:
 @click.option("--port", type=click.IntRange(0, 65535), default=3000, show_default=True)
 @_log_options
 def demo(data_dir: Path, port: int, log_level: str, log_format: str) -> None:
-    """The embedded default: the bundled sample repository, served on 127.0.0.1."""
+    """The embedded default: the bundled sample repository, served on 127.0.0.1.
+
+    Reset its data (the repository copy, the database, the devices) with
+    `rm -rf .gitops-orchestrator/demo` (or the --data-dir given).
+    """
+    _check_port_free(port)  # before anything is copied or started: another demo stays intact
     if not SAMPLE_REPO.is_dir():
         raise click.UsageError(f"the sample repository is not at {SAMPLE_REPO}")
     repository = data_dir / "sample-repo"
@@ -328,6 +334,22 @@ Stop with Ctrl-C.
     )
     logging.config.dictConfig(logformat.config(settings.log))
     asyncio.run(_demo(settings, names, data_dir / "devices"))
+
+
+def _check_port_free(port: int) -> None:
+    """Exit 2 with what to do when something listens on 127.0.0.1:`port` already."""
+    if port == 0:
+        return
+    with socket.socket() as probe:
+        # As uvicorn binds: SO_REUSEADDR, so a closed socket in TIME_WAIT is no conflict.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise click.UsageError(
+                f"port {port} is in use: gitops-orchestrator demo --port N "
+                f"(another demo? give it its own --data-dir too) [{exc.strerror}]"
+            ) from None
 
 
 async def _demo(settings: orchestrator.Settings, names: list[str], devices_dir: Path) -> None:
