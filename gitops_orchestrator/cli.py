@@ -8,6 +8,7 @@ goes to stdout, diagnostics to stderr; exit 2 is a usage error, as click does.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import logging.config
@@ -28,6 +29,7 @@ from . import __version__, discovery, logformat, manifests, orchestrator, repo
 from .errors import OrchestratorError, RepoError
 from .models import LoadResult, Problem, Snapshot
 from .settings import (
+    VARIABLES,
     DeviceSettings,
     DiscoverySettings,
     LoaderSettings,
@@ -36,6 +38,7 @@ from .settings import (
     StoreSettings,
     SyncSettings,
     WebSettings,
+    with_variables,
 )
 from .simulator.fleet import Fleet, run_device
 
@@ -239,8 +242,6 @@ def serve(**options: Any) -> None:
             public_url=options["public_url"],
             webhook_secret=_secret("GITOPS_WEBHOOK_SECRET"),
             api_token=options["api_token"] or _secret("GITOPS_API_TOKEN"),
-            try_it=os.environ.get("GITOPS_TRY_IT", "true").strip().lower()
-            not in {"0", "false", "no", "off"},
         ),
         loader=LoaderSettings(max_binary_size=options["max_binary_size"]),
         reconcile=ReconcileSettings(
@@ -253,11 +254,39 @@ def serve(**options: Any) -> None:
         devices=DeviceSettings(
             health_interval=options["health_interval"],
             health_failures=options["health_failures"],
-            log_rate=float(os.environ.get("GITOPS_LOG_RATE", DeviceSettings.log_rate)),
-            log_ring=int(os.environ.get("GITOPS_LOG_RING", DeviceSettings.log_ring)),
         ),
     )
-    _run(settings)
+    _run(_with_variables(settings))
+
+
+def _with_variables(settings: orchestrator.Settings) -> orchestrator.Settings:
+    """`settings` with the `GITOPS_*` variables of the settings that have no flag."""
+    groups = {}
+    for group in dataclasses.fields(settings):
+        value = getattr(settings, group.name)
+        if type(value) in VARIABLES:
+            try:
+                groups[group.name] = with_variables(value, os.environ)
+            except ValueError as exc:
+                raise click.UsageError(str(exc)) from exc
+    return dataclasses.replace(settings, **groups)
+
+
+def _show_variables(command: click.Command) -> None:
+    """Let --help name each option's `GITOPS_*` variable and default, and the variables of
+    settings that have no flag."""
+    command.context_settings["show_default"] = True
+    for param in command.params:
+        if isinstance(param, click.Option) and param.envvar:
+            param.show_envvar = True
+    names = sorted(name for group in VARIABLES.values() for name in group.values())
+    command.epilog = (
+        "Also read from the environment (docs/configuration.md): GITOPS_WEBHOOK_SECRET[_FILE], "
+        "GITOPS_API_TOKEN_FILE, GITOPS_GIT_* (credentials), " + ", ".join(names) + "."
+    )
+
+
+_show_variables(serve)
 
 
 def _mdns_interfaces(value: str) -> str:
