@@ -89,16 +89,23 @@ def fetch_items(
     return list(items.values())
 
 
-def _page(client: httpx.Client, route: str, offset: int) -> dict[str, Any]:
-    answer = client.get(route, params={"offset": offset, "limit": PAGE})
+def fetch_document(
+    client: httpx.Client, route: str, params: Mapping[str, int] | None = None
+) -> Any:
+    """The JSON `route` answers with 200; InventoryError says why not (a token, a status)."""
+    answer = client.get(route, params=params)
     if answer.status_code == 401:
         raise InventoryError(f"{route} needs a token: set GITOPS_API_TOKEN")
     if answer.status_code != 200:
         raise InventoryError(f"{route} answered {answer.status_code}: {answer.text[:200]}")
     try:
-        page = answer.json()
+        return answer.json()
     except ValueError as exc:
         raise InventoryError(f"{route} did not answer JSON: {exc}") from exc
+
+
+def _page(client: httpx.Client, route: str, offset: int) -> dict[str, Any]:
+    page = fetch_document(client, route, {"offset": offset, "limit": PAGE})
     if (
         not isinstance(page, dict)
         or not isinstance(page.get("items"), list)

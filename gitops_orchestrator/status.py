@@ -35,17 +35,10 @@ def fetch(url: str, *, token: str | None) -> Status:
     base = url.rstrip("/")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        answer = httpx.get(base + SYNC_ROUTE, headers=headers, timeout=inventory.TIMEOUT)
+        with httpx.Client(headers=headers, timeout=inventory.TIMEOUT) as client:
+            sync = inventory.fetch_document(client, base + SYNC_ROUTE)
     except httpx.HTTPError as exc:
         raise InventoryError(f"cannot reach {base}: {exc}") from exc
-    if answer.status_code == 401:
-        raise InventoryError(f"{base + SYNC_ROUTE} needs a token: set GITOPS_API_TOKEN")
-    if answer.status_code != 200:
-        raise InventoryError(f"{base + SYNC_ROUTE} answered {answer.status_code}")
-    try:
-        sync = answer.json()
-    except ValueError as exc:
-        raise InventoryError(f"{base + SYNC_ROUTE} did not answer JSON: {exc}") from exc
     if not isinstance(sync, dict):
         raise InventoryError(f"{base + SYNC_ROUTE} did not answer the sync state")
     items = inventory.fetch_items(base, token=token, listing=DEPLOYMENTS_ROUTE)
