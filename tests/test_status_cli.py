@@ -43,8 +43,8 @@ class Site:
         return document
 
     def synced(self) -> bool:
-        statuses = {d["name"]: d["status"] for d in self.status()["deployments"]}
-        return set(statuses.values()) == {"synced"}
+        page = self.orchestrator.client.get("/api/v1/deployments").json()
+        return {d["status"] for d in page["items"]} == {"synced"}
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def site(serve: Any, tmp_path: Path) -> Iterator[Site]:
     with FleetThread(orchestrator_url=orchestrator.url) as fleet:
         fleet.add(names=["sup1", "sup2", "sup3"])
         found = Site(repo, orchestrator, fleet, sha)
-        eventually(found.synced, "every deployment synced")
+        eventually(found.synced, "every deployment synced", bound=60)
         yield found
 
 
@@ -89,10 +89,12 @@ def test_status_exits_1_on_a_failed_deploy_and_shows_the_rejected_commit(site: S
         " (i32.mul (local.get 0) (i32.const 3))))"
     )})  # fmt: skip
     git_init_commit(site.repo, "double triples")
-    eventually(lambda: site.status()["ok"] is False, "a failed deploy")
+    eventually(lambda: site.status()["ok"] is False, "a failed deploy", bound=60)
     write_files(site.repo, {"modules/fibo/module.yaml": "name: fibo\nwasm: fibo.wasm\n"})
     bad = git_init_commit(site.repo, "forget the functions")
-    eventually(lambda: (site.status()["last_rejected"] or {}).get("sha") == bad, "rejected")
+    eventually(
+        lambda: (site.status()["last_rejected"] or {}).get("sha") == bad, "rejected", bound=60
+    )
 
     text = site.cli("status")
     assert text.returncode == 1
@@ -110,7 +112,7 @@ def test_status_exits_1_on_an_unplaceable_step(site: Site) -> None:
         "name: nowhere\nsequence:\n  - {module: fibo, function: fibo, device: sup9}\n"
     )})  # fmt: skip
     git_init_commit(site.repo, "a step no device can take")
-    eventually(lambda: site.status()["ok"] is False, "the unplaceable step")
+    eventually(lambda: site.status()["ok"] is False, "the unplaceable step", bound=60)
     text = site.cli("status")
     assert text.returncode == 1
     assert "nowhere     unplaceable" in text.stdout
