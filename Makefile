@@ -1,9 +1,11 @@
 # `make run` and `make test` both start from nothing: they create .venv and install the
-# project with its dev extra whenever pyproject.toml is newer than the last install.
+# project whenever pyproject.toml is newer than the last install. `make run` installs only
+# what running needs; everything else (tests, lint) installs the dev extra too.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+RUNTIME := $(VENV)/.runtime
 
 .PHONY: run test lint schemas sample clean test-image
 
@@ -13,7 +15,14 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(INSTALLED)
 
-run: $(INSTALLED)
+# Without the dev extra (Playwright, schemathesis, mypy...): a few tens of MB, not 400.
+$(RUNTIME): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUNTIME)
+
+run: $(RUNTIME)
 	$(BIN)/gitops-orchestrator demo
 
 lint: $(INSTALLED)
@@ -42,5 +51,7 @@ schemas: $(INSTALLED)
 sample: $(INSTALLED)
 	$(BIN)/python sample-repo/build.py
 
+# The demo's data (repository copy, database, devices) is kept: say how to reset it.
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
+	@echo "kept the demo's data; reset it with: rm -rf .gitops-orchestrator/demo"

@@ -9,7 +9,7 @@
     served the same way and loaded by the same client (a process of its own: asyncio, fixed
     concurrency, raw keep-alive HTTP/1.1), alternately for a few rounds. The client's own
     ceiling is measured against a null server (answers without any HTTP framework). Also: the
-    real app as `orchestrator.run` configures uvicorn (access log at `info`), the real app with
+    real app as `orchestrator.run` configures uvicorn (its default logging), the real app with
     a log table at its steady size (N devices' full rings), new connections per line (what the
     supervisor's `requests.post` does), the latency of `GET /healthz` and of an uncached `GET
     /api/v1/devices` (it reads the store) idle and during a flood, the cost of one request
@@ -61,7 +61,7 @@ import asgi  # noqa: E402  (bench/ is on the path: run as a script)
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
 
-from gitops_orchestrator import devices, orchestrator, running  # noqa: E402
+from gitops_orchestrator import devices, logformat, orchestrator, running  # noqa: E402
 from gitops_orchestrator.discovery import Discovery  # noqa: E402
 from gitops_orchestrator.fleetdb import DeviceRecord, Event, HealthCheck, LogEntry  # noqa: E402
 from gitops_orchestrator.health import HealthChecker  # noqa: E402
@@ -69,6 +69,7 @@ from gitops_orchestrator.logs import LogSink  # noqa: E402
 from gitops_orchestrator.settings import (  # noqa: E402
     DeviceSettings,
     DiscoverySettings,
+    LogSettings,
     WebSettings,
 )
 from gitops_orchestrator.store import Store  # noqa: E402
@@ -189,8 +190,8 @@ async def _serve(
             ]
         )
     options: dict[str, Any] = {"log_level": "warning", "access_log": False}
-    if log == "orchestrator":  # as orchestrator.run: info, access log on stderr
-        options = {"log_level": "info", "log_config": orchestrator.LOG_CONFIG}
+    if log == "orchestrator":  # as orchestrator.run at its default level
+        options = logformat.uvicorn_options(LogSettings())
     config = uvicorn.Config(
         application, host="127.0.0.1", port=port, lifespan="on",
         timeout_graceful_shutdown=5, **options,

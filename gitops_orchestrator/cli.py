@@ -8,12 +8,15 @@ goes to stdout, diagnostics to stderr; exit 2 is a usage error, as click does.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
+import logging.config
 import os
 import shutil
+import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,19 +25,43 @@ import click
 import git
 import httpx
 
-from . import __version__, discovery, manifests, orchestrator, repo, signatures
+from . import __version__, discovery, logformat, manifests, orchestrator, repo, signatures
 from .errors import OrchestratorError, RepoError
 from .models import LoadResult, Problem, Snapshot
 from .settings import (
+    VARIABLES,
     DeviceSettings,
     DiscoverySettings,
     LoaderSettings,
+    LogSettings,
     ReconcileSettings,
     StoreSettings,
     SyncSettings,
     WebSettings,
+    with_variables,
 )
 from .simulator.fleet import Fleet, run_device
+
+
+def _log_options(command: Callable[..., None]) -> Callable[..., None]:
+    """`--log-level` and `--log-format`, shared by the commands that run the orchestrator."""
+    command = click.option(
+        "--log-format",
+        type=click.Choice(logformat.FORMATS),
+        default=LogSettings.format,
+        envvar="GITOPS_LOG_FORMAT",
+        show_default=True,
+        help="json: one object per line (time, level, logger, message).",
+    )(command)
+    return click.option(
+        "--log-level",
+        type=click.Choice(logformat.LEVELS),
+        default=LogSettings.level,
+        envvar="GITOPS_LOG_LEVEL",
+        show_default=True,
+        help="debug adds a line per HTTP request and health check.",
+    )(command)
+
 
 # The sample repository ships beside the package in a source checkout (`make run`).
 SAMPLE_REPO = Path(__file__).resolve().parent.parent / "sample-repo"
@@ -231,14 +258,14 @@ def validate(
     help="An SSH allowed-signers file or an OpenPGP keyring: a branch head not "
     "signed by one of its keys is rejected.",
 )
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info")
+@_log_options
 def serve(**options: Any) -> None:
     """Run the orchestrator: follow --repo and serve the API on --host:--port."""
     settings = orchestrator.Settings(
         repo=options["repo"],
         branch=options["branch"],
         data_dir=options["data_dir"],
-        log_level=options["log_level"],
+        log=LogSettings(level=options["log_level"], format=options["log_format"]),
         sync=SyncSettings(
             poll_interval=options["poll_interval"],
             fetch_interval=options["fetch_interval"],
@@ -251,8 +278,6 @@ def serve(**options: Any) -> None:
             public_url=options["public_url"],
             webhook_secret=_secret("GITOPS_WEBHOOK_SECRET"),
             api_token=options["api_token"] or _secret("GITOPS_API_TOKEN"),
-            try_it=os.environ.get("GITOPS_TRY_IT", "true").strip().lower()
-            not in {"0", "false", "no", "off"},
             request_deadline=options["request_deadline"],
             max_connections=options["max_connections"],
         ),
@@ -267,11 +292,39 @@ def serve(**options: Any) -> None:
         devices=DeviceSettings(
             health_interval=options["health_interval"],
             health_failures=options["health_failures"],
-            log_rate=float(os.environ.get("GITOPS_LOG_RATE", DeviceSettings.log_rate)),
-            log_ring=int(os.environ.get("GITOPS_LOG_RING", DeviceSettings.log_ring)),
         ),
     )
-    _run(settings)
+    _run(_with_variables(settings))
+
+
+def _with_variables(settings: orchestrator.Settings) -> orchestrator.Settings:
+    """`settings` with the `GITOPS_*` variables of the settings that have no flag."""
+    groups = {}
+    for group in dataclasses.fields(settings):
+        value = getattr(settings, group.name)
+        if type(value) in VARIABLES:
+            try:
+                groups[group.name] = with_variables(value, os.environ)
+            except ValueError as exc:
+                raise click.UsageError(str(exc)) from exc
+    return dataclasses.replace(settings, **groups)
+
+
+def _show_variables(command: click.Command) -> None:
+    """Let --help name each option's `GITOPS_*` variable and default, and the variables of
+    settings that have no flag."""
+    command.context_settings["show_default"] = True
+    for param in command.params:
+        if isinstance(param, click.Option) and param.envvar:
+            param.show_envvar = True
+    names = sorted(name for group in VARIABLES.values() for name in group.values())
+    command.epilog = (
+        "Also read from the environment (docs/configuration.md): GITOPS_WEBHOOK_SECRET[_FILE], "
+        "GITOPS_API_TOKEN_FILE, GITOPS_GIT_* (credentials), " + ", ".join(names) + "."
+    )
+
+
+_show_variables(serve)
 
 
 def _mdns_interfaces(value: str) -> str:
@@ -283,9 +336,7 @@ def _mdns_interfaces(value: str) -> str:
 
 
 def _run(settings: orchestrator.Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
+    logging.config.dictConfig(logformat.config(settings.log))
     try:
         asyncio.run(orchestrator.run(settings))
     except OrchestratorError as exc:
@@ -300,8 +351,14 @@ def _run(settings: orchestrator.Settings) -> None:
     show_default=True,
 )
 @click.option("--port", type=click.IntRange(0, 65535), default=3000, show_default=True)
-def demo(data_dir: Path, port: int) -> None:
-    """The embedded default: the bundled sample repository, served on 127.0.0.1."""
+@_log_options
+def demo(data_dir: Path, port: int, log_level: str, log_format: str) -> None:
+    """The embedded default: the bundled sample repository, served on 127.0.0.1.
+
+    Reset its data (the repository copy, the database, the devices) with
+    `rm -rf .gitops-orchestrator/demo` (or the --data-dir given).
+    """
+    _check_port_free(port)  # before anything is copied or started: another demo stays intact
     if not SAMPLE_REPO.is_dir():
         raise click.UsageError(f"the sample repository is not at {SAMPLE_REPO}")
     repository = data_dir / "sample-repo"
@@ -340,9 +397,26 @@ Stop with Ctrl-C.
         data_dir=data_dir / "state",
         web=WebSettings(host="127.0.0.1", port=port, public_url=url),
         discovery=DiscoverySettings(mdns_interfaces="127.0.0.1"),  # never `all` in the demo
+        log=LogSettings(level=log_level, format=log_format),
     )
-    logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
+    logging.config.dictConfig(logformat.config(settings.log))
     asyncio.run(_demo(settings, names, data_dir / "devices"))
+
+
+def _check_port_free(port: int) -> None:
+    """Exit 2 with what to do when something listens on 127.0.0.1:`port` already."""
+    if port == 0:
+        return
+    with socket.socket() as probe:
+        # As uvicorn binds: SO_REUSEADDR, so a closed socket in TIME_WAIT is no conflict.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise click.UsageError(
+                f"port {port} is in use: gitops-orchestrator demo --port N "
+                f"(another demo? give it its own --data-dir too) [{exc.strerror}]"
+            ) from None
 
 
 async def _demo(settings: orchestrator.Settings, names: list[str], devices_dir: Path) -> None:
@@ -376,31 +450,57 @@ def _secret(variable: str) -> str | None:
     return secret or None
 
 
-@main.command()
-@click.argument("deployment")
-@click.argument("args", nargs=-1)
-@click.option(
+ORCHESTRATOR_OPTION = click.option(
     "--orchestrator",
     default="http://127.0.0.1:3000",
     envvar="GITOPS_ORCHESTRATOR_URL",
     show_default=True,
-    help="Base URL of a running orchestrator.",
+    help="Base URL of a running orchestrator (a token comes from GITOPS_API_TOKEN).",
 )
+
+
+def _token_headers() -> dict[str, str]:
+    token = os.environ.get("GITOPS_API_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+@main.command(epilog="Arguments that start with '-' go after '--': call fibo-chain -- -3")
+@click.argument("deployment")
+@click.argument("args", nargs=-1)
+@ORCHESTRATOR_OPTION
 @click.option("--wait", type=click.FloatRange(min=0.1, max=300.0), default=30.0, show_default=True)
-def call(deployment: str, args: tuple[str, ...], orchestrator: str, wait: float) -> None:
-    """Run DEPLOYMENT with integer ARGs through a running orchestrator and print the result."""
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help='json prints the whole answer: {"result": ..., "resultUrl": ...}.',
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="For a file result: download the file from its device into OUTPUT.",
+)
+def call(
+    deployment: str,
+    args: tuple[str, ...],
+    orchestrator: str,
+    wait: float,
+    output_format: str,
+    output: Path | None,
+) -> None:
+    """Run DEPLOYMENT with integer ARGs through a running orchestrator and print the result.
+
+    The result is a number, or the URL of a file on the device that made it (--output saves it).
+    """
     for arg in args:
         if not arg.lstrip("-").isdigit():
             raise click.UsageError(f"{arg!r} is not an integer")
     url = f"{orchestrator.rstrip('/')}/execute/{deployment}"
-    headers = (
-        {"Authorization": f"Bearer {token}"}
-        if (token := os.environ.get("GITOPS_API_TOKEN"))
-        else {}
-    )
     try:
         answer = httpx.post(
-            url, json={f"param{i}": int(a) for i, a in enumerate(args)}, headers=headers,
+            url, json={f"param{i}": int(a) for i, a in enumerate(args)}, headers=_token_headers(),
             params={"wait": wait}, timeout=wait + 10,
         )  # fmt: skip
     except httpx.HTTPError as exc:
@@ -415,11 +515,55 @@ def call(deployment: str, args: tuple[str, ...], orchestrator: str, wait: float)
         message = document.get("error", {}).get("message", answer.text[:200])
         hint = f" (follow {document['resultUrl']})" if "resultUrl" in document else ""
         raise click.ClickException(f"{deployment}: {message}{hint}")
-    click.echo(
-        json.dumps(document["result"])
-        if not isinstance(document["result"], str)
-        else document["result"]
-    )
+    result = document["result"]
+    if output is not None:
+        _download(result, output, wait=wait)
+    if output_format == "json":
+        click.echo(json.dumps(document, ensure_ascii=False))
+    else:
+        click.echo(result if isinstance(result, str) else json.dumps(result))
+
+
+def _download(result: object, output: Path, *, wait: float) -> None:
+    """Save a file result (a URL on the device that wrote it) into `output`."""
+    if not isinstance(result, str) or "://" not in result:
+        raise click.ClickException(f"the result is {result!r}, not a file: --output needs one")
+    try:
+        with httpx.stream("GET", result, timeout=wait + 10) as answer:
+            if answer.status_code != 200:
+                raise click.ClickException(f"{result} answered {answer.status_code}")
+            with output.open("wb") as target:
+                for chunk in answer.iter_bytes():
+                    target.write(chunk)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot download {result}: {exc}") from exc
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc}") from exc
+    click.echo(f"saved {output}", err=True)
+
+
+@main.command("status")
+@ORCHESTRATOR_OPTION
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+)
+def status_command(orchestrator: str, output_format: str) -> None:
+    """Show the desired commit, the last rejected one and every deployment, step by step.
+
+    Exit 0 when nothing is failed or unplaceable, 1 otherwise, 2 on usage errors.
+    """
+    from . import inventory, status
+
+    try:
+        found = status.fetch(orchestrator, token=os.environ.get("GITOPS_API_TOKEN") or None)
+    except inventory.InventoryError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(status.render(found, output_format))
+    sys.exit(0 if status.is_ok(found) else 1)
 
 
 @main.command()
@@ -447,7 +591,7 @@ def device(
     if "." in name or not name:
         raise click.UsageError("a device name is not empty and has no dot")
     names = [item.strip() for item in interfaces.split(",") if item.strip()] if interfaces else None
-    logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
+    logging.config.dictConfig(logformat.config(LogSettings()))
     run_device(
         name, host=host, port=port, orchestrator_url=orchestrator, interfaces=names, mdns=mdns,
         data_dir=data_dir,

@@ -104,6 +104,8 @@ class Introducer:
             last_seen=now,
         )
         kind = "introduced" if known is None else "reintroduced"
+        if known is None:
+            logger.info("device %s introduced at %s (%s)", name, url, origin)
         event = Event(kind, f"{name} at {url} ({origin})", device=name)
         await asyncio.to_thread(self.store.upsert_device, record, event=event)
         if known is not None and origin == "registered":

@@ -8,12 +8,15 @@ records a whole pass in one transaction; readers are the reconciler and the web 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Collection, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 FLEET_SCHEMA = """
     CREATE TABLE devices (
@@ -208,6 +211,7 @@ class FleetRecords:
 
     def forget_applied(self, device: str, *, now: float, why: str) -> None:
         """The device lost what it ran (a restart): everything it should run is redeployed."""
+        logger.info("device %s restarted (%s): redeploying what it should run", device, why)
         with self._transaction() as db:
             db.execute("DELETE FROM applied WHERE device = ?", (device,))
             insert_events(db, now, [Event("restart", why, device=device)])

@@ -151,7 +151,10 @@ class HealthChecker:
         )  # fmt: skip
 
     def _note(self, event: Event, now: float) -> None:
-        logger.info("%s: %s", event.device, event.message)
+        # Offline needs a person (power, network); coming back does not. Each is one line: the
+        # event is made only when the state changes, not for every failed check.
+        level = logging.WARNING if event.kind == "offline" else logging.INFO
+        logger.log(level, "device %s is %s: %s", event.device, event.kind, event.message)
         self.store.add_events([event], now=now)
 
     async def _register(self, record: DeviceRecord) -> None:

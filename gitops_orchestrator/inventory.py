@@ -65,10 +65,13 @@ def load(source: str, *, token: str | None = None) -> Inventory:
     return parse(document, source=source)
 
 
-def fetch_items(url: str, *, token: str | None = None) -> list[dict[str, Any]]:
-    """Every item of `/api/v1/devices` at `url` (an orchestrator's base URL), all pages."""
+def fetch_items(
+    url: str, *, token: str | None = None, listing: str = DEVICES_ROUTE
+) -> list[dict[str, Any]]:
+    """Every item of `listing` (`/api/v1/devices`, or another list of the API) at `url` (an
+    orchestrator's base URL), all pages."""
     base = url.rstrip("/")
-    route = base if base.endswith(DEVICES_ROUTE) else base + DEVICES_ROUTE
+    route = base if base.endswith(listing) else base + listing
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     items: dict[str, dict[str, Any]] = {}
     offset = 0
@@ -86,22 +89,29 @@ def fetch_items(url: str, *, token: str | None = None) -> list[dict[str, Any]]:
     return list(items.values())
 
 
-def _page(client: httpx.Client, route: str, offset: int) -> dict[str, Any]:
-    answer = client.get(route, params={"offset": offset, "limit": PAGE})
+def fetch_document(
+    client: httpx.Client, route: str, params: Mapping[str, int] | None = None
+) -> Any:
+    """The JSON `route` answers with 200; InventoryError says why not (a token, a status)."""
+    answer = client.get(route, params=params)
     if answer.status_code == 401:
         raise InventoryError(f"{route} needs a token: set GITOPS_API_TOKEN")
     if answer.status_code != 200:
         raise InventoryError(f"{route} answered {answer.status_code}: {answer.text[:200]}")
     try:
-        page = answer.json()
+        return answer.json()
     except ValueError as exc:
         raise InventoryError(f"{route} did not answer JSON: {exc}") from exc
+
+
+def _page(client: httpx.Client, route: str, offset: int) -> dict[str, Any]:
+    page = fetch_document(client, route, {"offset": offset, "limit": PAGE})
     if (
         not isinstance(page, dict)
         or not isinstance(page.get("items"), list)
         or not isinstance(page.get("total"), int)
     ):
-        raise InventoryError(f"{route} did not answer a page of devices (items, total)")
+        raise InventoryError(f"{route} did not answer a page of items (items, total)")
     return page
 
 

@@ -9,7 +9,6 @@ start and shutdown: loops stop before the client and the store are closed.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import os
 import signal
@@ -26,6 +25,7 @@ from . import (
     devices,
     discovery,
     health,
+    logformat,
     logs,
     reconciler,
     running,
@@ -38,6 +38,7 @@ from .settings import (
     DeviceSettings,
     DiscoverySettings,
     LoaderSettings,
+    LogSettings,
     ReconcileSettings,
     StoreSettings,
     SyncSettings,
@@ -51,11 +52,6 @@ logger = logging.getLogger(__name__)
 # Device calls: connecting should be quick on a local network; a deploy may take a while, as
 # the device downloads the module while our request waits (protocol §3).
 DEVICE_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
-
-
-# uvicorn's logging, with its access log on stderr: stdout is for machine-readable output.
-LOG_CONFIG = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
-LOG_CONFIG["handlers"]["access"]["stream"] = "ext://sys.stderr"
 
 
 def _http_protocol(web: WebSettings) -> tuple[type[server.DeadlineProtocol], int]:
@@ -81,7 +77,7 @@ class Settings:
     repo: str
     branch: str | None = None
     data_dir: Path = Path(".gitops-orchestrator")
-    log_level: str = "info"
+    log: LogSettings = field(default_factory=LogSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     web: WebSettings = field(default_factory=WebSettings)
@@ -120,6 +116,7 @@ async def run(settings: Settings) -> None:
             source.open_source, settings.repo, settings.branch, data_dir=settings.data_dir,
             credentials=source.Credentials.from_env(os.environ),
             poll_interval=settings.sync.poll_interval, fetch_interval=settings.sync.fetch_interval,
+            wait_for_remote=True,  # serve and answer /readyz 503 until the remote answers
         )  # fmt: skip
     except BaseException:
         store.close()
@@ -155,7 +152,7 @@ async def run(settings: Settings) -> None:
         verifier=verifier,
     )  # fmt: skip
     services = app.Services(
-        store=store, repo=followed.display, branch=followed.branch, fetch=followed,
+        store=store, repo=followed.display, branch=lambda: followed.branch, fetch=followed,
         introducer=introducer, runner=running.Runner(store, client), logs=sink,
         public_url=public_url,
         background=[syncer.run, loop.run, checker.run, sink.run, browser.run],
@@ -163,7 +160,7 @@ async def run(settings: Settings) -> None:
     protocol, backlog = _http_protocol(settings.web)
     config = uvicorn.Config(
         app.create_app(services, settings.web), host=settings.web.host, port=settings.web.port,
-        log_level=settings.log_level, timeout_graceful_shutdown=5, log_config=LOG_CONFIG,
+        timeout_graceful_shutdown=5, **logformat.uvicorn_options(settings.log),
         http=protocol, backlog=backlog,
     )  # fmt: skip
     logger.info("devices reach this orchestrator at %s", public_url)

@@ -72,6 +72,9 @@ class Reconciler:
     _failures: dict[str, tuple[int, float]] = field(default_factory=dict)
     """Device -> (failing passes in a row, when to try it again)."""
     _last_hold: str | None = None
+    _failing: dict[tuple[str, str], tuple[str | None, int]] = field(default_factory=dict)
+    """(device, deployment) whose last deploy or undeploy failed -> (error, attempts): logged
+    once, not per retry, and still failed (not progressing) while the device waits its retry."""
 
     def wake(self) -> None:
         """Ask for a pass now (safe from any thread); wakes before the pass count as one."""
@@ -117,6 +120,12 @@ class Reconciler:
             supervisor=self.supervisor, settings=self.settings, clock=self.clock,
         )  # fmt: skip
         self._note_failures(outcomes, now)
+        self._log_outcomes(outcomes)
+        self._failing = {
+            key: failure
+            for key, failure in self._failing.items()
+            if key[1] in desired.get(key[0], {})
+        }
         record = self._pass_record(snapshot, placed, desired, applied, plan, outcomes, now)
         await asyncio.to_thread(self.store.record_pass, record)
         return PassResult(snapshot.commit_sha, plan, tuple(outcomes))
@@ -145,6 +154,18 @@ class Reconciler:
         failing = self._failures.get(device)
         return failing is None or failing[1] <= now
 
+    def _log_outcomes(self, outcomes: list[executor.Outcome]) -> None:
+        for outcome in outcomes:
+            key = (outcome.action.device, outcome.action.deployment)
+            if not outcome.ok and key not in self._failing:
+                logger.warning("%s (retrying with backoff)", _event(outcome).message)
+            elif outcome.ok and key in self._failing:
+                logger.info("%s, after failing before", _event(outcome).message)
+            if outcome.ok:
+                self._failing.pop(key, None)
+            else:
+                self._failing[key] = (outcome.error, outcome.attempts)
+
     def _note_failures(self, outcomes: list[executor.Outcome], now: float) -> None:
         failed = {o.action.device for o in outcomes if not o.ok}
         for device in {o.action.device for o in outcomes}:
@@ -169,11 +190,8 @@ class Reconciler:
             StepRecord(name, index, step.device, step.status.value, step.reason, now)
             for (name, index), step in sorted(placed.steps.items())
         )
-        errors = {
-            (o.action.device, o.action.deployment): (o.error, o.attempts)
-            for o in outcomes
-            if not o.ok
-        }
+        # Failures of this pass, and of earlier ones whose device waits for its retry.
+        errors = dict(self._failing)
         done = {(o.action.device, o.action.deployment): o.action for o in outcomes if o.ok}
         statuses = []
         for device, deployments in desired.items():

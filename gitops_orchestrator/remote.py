@@ -235,6 +235,10 @@ class RemoteSource:
     (`gitops.url`) and the branch (its HEAD), so that with the remote unreachable the last
     fetched commit can still be read. `head()` fetches the branch (a force-push is just a new
     head); `wait()` returns on `trigger()` or every `fetch_interval` seconds.
+
+    With `wait_for_remote`, a remote that cannot be asked for its default branch at first start
+    (no branch given, no clone yet) is not an error here: the branch is asked again by each
+    `head()` until the remote answers, and the clone is made then. `branch` is "" until then.
     """
 
     def __init__(
@@ -246,6 +250,7 @@ class RemoteSource:
         credentials: Credentials | None,
         fetch_interval: float = 30.0,
         timeout: float = 60.0,
+        wait_for_remote: bool = False,
     ) -> None:
         self._url = _parse_url(url)
         env, secrets = _remote_environment(self._url, credentials)
@@ -257,27 +262,50 @@ class RemoteSource:
         self._git = Git(env, timeout, self._scrub, self.display)
         self._fetch_lock = threading.Lock()
         self._wakeup = Wakeup()
+        self._branch: str | None = None
+        self._repository: git.Repo | None = None
         try:
             state, recorded = self._inspect_clone()
         except OSError as exc:
             raise self._error(f"cannot use {workdir}: {exc}") from None
+        self._pending_state = state
         if branch is None:
             try:
                 branch = self._remote_default_branch()
             except SourceError as exc:
-                if recorded is None:
+                if recorded is None and not wait_for_remote:
                     raise
+                if recorded is None:
+                    log.warning("%s; asking again with each fetch", exc)
+                    return
                 log.warning("%s; following %s, the branch the clone records", exc, recorded)
                 branch = recorded
-        self.branch = check_branch(self._git, branch)
+        self._settle(branch, state)
+
+    def _settle(self, branch: str, state: str) -> None:
+        """Follow `branch`: check its name, make or adopt the clone, open it."""
+        workdir = self.workdir
+        checked = check_branch(self._git, branch)
+        self._branch = checked
         try:
             self._prepare_clone(state)
         except OSError as exc:
             raise self._error(f"cannot create a clone at {workdir}: {exc}") from None
         try:
-            self.repository = git.Repo(workdir)
+            self._repository = git.Repo(workdir)
         except (git.GitError, OSError, ValueError) as exc:
             raise SourceError(f"cannot open the clone at {workdir}: {exc}") from None
+
+    @property
+    def branch(self) -> str:
+        """The branch followed; "" while the remote has not yet named its default branch."""
+        return self._branch or ""
+
+    @property
+    def repository(self) -> git.Repo:
+        if self._repository is None:
+            raise self._error(f"{self.display} has not been reached yet")
+        return self._repository
 
     def _error(self, message: str) -> SourceError:
         return SourceError(self._scrub(message))
@@ -354,8 +382,11 @@ class RemoteSource:
             raise
 
     def _fetch(self) -> str:
-        ref = f"refs/heads/{self.branch}"
         with self._fetch_lock:
+            if self._repository is None:  # started with the remote unreachable
+                self._settle(self._remote_default_branch(), self._pending_state)
+                log.info("%s answered: following its branch %s", self.display, self.branch)
+            ref = f"refs/heads/{self.branch}"
             done = self._git.run(
                 [
                     "fetch",
@@ -386,9 +417,9 @@ class RemoteSource:
 
     def close(self) -> None:
         self._git.kill()
-        repository = getattr(self, "repository", None)
+        repository = getattr(self, "_repository", None)
         if repository is not None:
             repository.close()
 
     def __repr__(self) -> str:
-        return f"RemoteSource({self.display!r}, branch={getattr(self, 'branch', None)!r})"
+        return f"RemoteSource({self.display!r}, branch={getattr(self, '_branch', None)!r})"

@@ -6,8 +6,11 @@ from flags and `GITOPS_*` environment variables. Sizes are bytes, durations floa
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 MIB = 1024 * 1024
 
@@ -194,3 +197,81 @@ class DiscoverySettings:
     resolve_timeout: float = 3.0
     """Seconds to wait for an announced service's SRV, TXT and address records. They normally
     come with the announcement itself; 3 s covers a lossy network and a slow device."""
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """The orchestrator's own log lines, on stderr."""
+
+    level: str = "info"
+    """`debug`, `info`, `warning` or `error` (`--log-level`, `GITOPS_LOG_LEVEL`). At info each
+    state change (commit accepted, rejected or held; device online, offline or restarted;
+    deploy failed) is one line; those that need a person are warnings. Only debug adds a line
+    per HTTP request and per health check."""
+
+    format: str = "text"
+    """`text` (`<time> <LEVEL> <logger>: <message>`) or `json` (one object per line, for log
+    collectors) (`--log-format`, `GITOPS_LOG_FORMAT`)."""
+
+
+# Settings without a flag of their own, and the variable of each (`cli` passes the environment
+# in; this module never reads it). Settings with a flag take their variable in `cli`'s option.
+VARIABLES: dict[type, dict[str, str]] = {
+    LoaderSettings: {
+        "max_manifest_size": "GITOPS_MAX_MANIFEST_SIZE",
+        "max_yaml_nodes": "GITOPS_MAX_YAML_NODES",
+    },
+    SyncSettings: {"retry_initial": "GITOPS_RETRY_INITIAL", "retry_max": "GITOPS_RETRY_MAX"},
+    WebSettings: {
+        "max_hook_body": "GITOPS_MAX_HOOK_BODY",
+        "max_log_body": "GITOPS_MAX_LOG_BODY",
+        "try_it": "GITOPS_TRY_IT",
+    },
+    ReconcileSettings: {
+        "attempts": "GITOPS_DEPLOY_ATTEMPTS",
+        "retry_backoff": "GITOPS_DEPLOY_RETRY_BACKOFF",
+        "failed_retry_max": "GITOPS_FAILED_RETRY_MAX",
+    },
+    DeviceSettings: {
+        "health_timeout": "GITOPS_HEALTH_TIMEOUT",
+        "health_concurrency": "GITOPS_HEALTH_CONCURRENCY",
+        "health_history": "GITOPS_HEALTH_HISTORY",
+        "log_rate": "GITOPS_LOG_RATE",
+        "log_burst": "GITOPS_LOG_BURST",
+        "log_ring": "GITOPS_LOG_RING",
+        "log_buffer": "GITOPS_LOG_BUFFER",
+    },
+    DiscoverySettings: {"resolve_timeout": "GITOPS_RESOLVE_TIMEOUT"},
+}
+
+Group = TypeVar("Group")
+_FALSE = frozenset({"0", "false", "no", "off"})
+_TRUE = frozenset({"1", "true", "yes", "on"})
+
+
+def with_variables(group: Group, environ: Mapping[str, str]) -> Group:
+    """`group` with the settings of `VARIABLES` that `environ` sets; ValueError names a bad one.
+
+    Numbers must be above 0 (each is a size, a count or a duration); booleans are
+    true/false, yes/no, on/off or 1/0.
+    """
+    changes: dict[str, Any] = {}
+    for name, variable in VARIABLES.get(type(group), {}).items():
+        raw = environ.get(variable, "").strip()
+        if not raw:
+            continue
+        current = getattr(group, name)
+        if isinstance(current, bool):
+            if raw.lower() not in _TRUE | _FALSE:
+                raise ValueError(f"{variable}={raw!r} is not true or false")
+            changes[name] = raw.lower() in _TRUE
+            continue
+        try:
+            value = type(current)(raw)
+        except ValueError:
+            kind = "a whole number" if isinstance(current, int) else "a number"
+            raise ValueError(f"{variable}={raw!r} is not {kind}") from None
+        if value <= 0:
+            raise ValueError(f"{variable}={raw!r} must be above 0")
+        changes[name] = value
+    return dataclasses.replace(group, **changes) if changes else group  # type: ignore[type-var]

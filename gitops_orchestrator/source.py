@@ -54,10 +54,17 @@ class Source(Protocol):
 
     display: str
     """What to show or log: the path, or the URL without credentials."""
-    branch: str
-    """The branch followed (resolved: never empty)."""
-    repository: git.Repo
-    """The local repository to read commits from (for a remote: our bare clone)."""
+
+    @property
+    def branch(self) -> str:
+        """The branch followed ("" only while a remote has not named its default branch)."""
+        ...
+
+    @property
+    def repository(self) -> git.Repo:
+        """The local repository to read commits from (for a remote: our bare clone), once
+        `head()` has answered."""
+        ...
 
     async def head(self) -> str:
         """The 40-hex sha the branch points at now (a remote is fetched first)."""
@@ -221,11 +228,13 @@ def open_source(
     poll_interval: float = 10.0,
     fetch_interval: float = 30.0,
     timeout: float = 60.0,
+    wait_for_remote: bool = False,
 ) -> Source:
     """A remote (cloned to `data_dir / "repo.git"`) if `repo` is a URL, else a local repository.
 
     Blocking (it runs git, and for a remote without `branch` asks the remote for its default
-    branch, up to `timeout`): from async code, call it through `asyncio.to_thread`.
+    branch, up to `timeout`): from async code, call it through `asyncio.to_thread`. With
+    `wait_for_remote`, a remote that does not answer yet is asked again by `head()`.
     """
     if is_url(repo):
         return RemoteSource(
@@ -235,5 +244,6 @@ def open_source(
             credentials=credentials,
             fetch_interval=fetch_interval,
             timeout=timeout,
+            wait_for_remote=wait_for_remote,
         )
     return LocalSource(Path(repo).expanduser(), branch, poll_interval=poll_interval)

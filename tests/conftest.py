@@ -166,18 +166,24 @@ class Orchestrator:
 def serve(tmp_path: Path) -> Iterator[Callable[..., Orchestrator]]:
     started: list[Orchestrator] = []
 
-    def start(repo: str, *extra: str, secret: str | None = WEBHOOK_SECRET) -> Orchestrator:
+    def start(
+        repo: str,
+        *extra: str,
+        secret: str | None = WEBHOOK_SECRET,
+        env: Mapping[str, str] | None = None,
+    ) -> Orchestrator:
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GITOPS_")}
-        env["GITOPS_MDNS_INTERFACES"] = "none"
+        variables = {k: v for k, v in os.environ.items() if not k.startswith("GITOPS_")}
+        variables["GITOPS_MDNS_INTERFACES"] = "none"
+        variables.update(env or {})
         if secret:
-            env["GITOPS_WEBHOOK_SECRET"] = secret
+            variables["GITOPS_WEBHOOK_SECRET"] = secret
         log = tmp_path / f"serve{len(started)}.log"
         with log.open("w") as output:
             process = subprocess.Popen(
                 [str(CLI), "serve", "--repo", repo, "--host", "127.0.0.1", "--port", str(port),
                  "--data-dir", str(tmp_path / f"data{len(started)}"), *extra],
-                stdout=output, stderr=subprocess.STDOUT, text=True, env=env,
+                stdout=output, stderr=subprocess.STDOUT, text=True, env=variables,
             )  # fmt: skip
         orchestrator = Orchestrator(process, port, log)
         started.append(orchestrator)

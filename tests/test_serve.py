@@ -108,3 +108,26 @@ def test_serve_refuses_a_path_that_is_not_a_repository(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 1
     assert "is not a git repository" in done.stderr
+
+
+def test_serve_starts_before_the_remote_exists_and_syncs_when_it_appears(
+    serve: Any, tmp_path: Path
+) -> None:
+    work = copy_sample(tmp_path / "work")
+    sha = git_init_commit(work, "the fleet")
+    bare = tmp_path / "remote" / "fleet.git"  # not there yet: the remote is unreachable
+    orchestrator = serve(bare.as_uri())
+    ready = orchestrator.client.get("/readyz")
+    assert ready.status_code == 503
+    assert "waiting for the first sync" in ready.json()["error"]["message"]
+    orchestrator.until(lambda s: s["source"]["error"] is not None, "the first failed attempt")
+    assert "cannot reach" in orchestrator.client.get("/readyz").json()["error"]["message"]
+    assert orchestrator.process.poll() is None
+
+    bare.parent.mkdir()
+    subprocess.run(["git", "clone", "--quiet", "--bare", str(work), str(bare)], check=True)
+    state = orchestrator.until(lambda s: s["desired"] is not None, "the remote to be synced")
+    assert state["desired"]["sha"] == sha
+    assert state["source"]["branch"] == "main"
+    assert state["source"]["error"] is None
+    assert orchestrator.client.get("/readyz").json() == {"status": "ready", "desired": sha}

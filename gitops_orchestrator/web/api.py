@@ -132,14 +132,14 @@ def _named(
 async def sync(request: Request) -> Response:
     state = request.state
     return await answer(
-        request, lambda store: views.sync_view(store, repo=state.repo, branch=state.branch)
+        request, lambda store: views.sync_view(store, repo=state.repo, branch=state.branch())
     )
 
 
 async def overview(request: Request) -> Response:
     state = request.state
     return await answer(
-        request, lambda store: views.overview(store, repo=state.repo, branch=state.branch)
+        request, lambda store: views.overview(store, repo=state.repo, branch=state.branch())
     )
 
 

@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 class State(TypedDict):
     store: Store
     repo: str
-    branch: str
+    branch: Callable[[], str]
     answers: api.AnswerCache
     public_url: str
 
@@ -54,13 +54,20 @@ class Services:
 
     store: Store
     repo: str
-    branch: str
+    branch: str | Callable[[], str]
+    """The branch, or how to read it: a remote reached late names its default branch late."""
     fetch: hooks.FetchTrigger
     introducer: devices.Introducer
     runner: execute.DeploymentRunner
     logs: logs.LogIntake
     public_url: str = "http://127.0.0.1:3000"
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=tuple)
+
+
+def _reader(value: str | Callable[[], str]) -> Callable[[], str]:
+    if callable(value):
+        return value
+    return lambda: value
 
 
 def create_app(services: Services, settings: WebSettings | None = None) -> Starlette:
@@ -73,7 +80,7 @@ def create_app(services: Services, settings: WebSettings | None = None) -> Starl
             yield {
                 "store": services.store,
                 "repo": services.repo,
-                "branch": services.branch,
+                "branch": _reader(services.branch),
                 "answers": api.AnswerCache(),
                 "public_url": services.public_url,
             }

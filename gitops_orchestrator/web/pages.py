@@ -179,7 +179,7 @@ async def not_found(request: Request, exc: Exception) -> Response:
 
 
 async def overview(request: Request) -> Response:
-    repo, branch = request.state.repo, request.state.branch
+    repo, branch = request.state.repo, request.state.branch()
 
     def build(store: Store) -> Rendered:
         view = views.overview(store, repo=repo, branch=branch)
