@@ -184,6 +184,14 @@ def validate(path: Path, ref: str | None, output_format: str, max_binary_size: i
     show_default=True,
 )
 @click.option(
+    "--registration-window",
+    type=click.FloatRange(min=0.0),
+    default=DeviceSettings.registration_window,
+    envvar="GITOPS_REGISTRATION_WINDOW",
+    show_default=True,
+    help="Seconds after an introduction in which a registration is not a restart.",
+)
+@click.option(
     "--mdns-interfaces",
     default=DiscoverySettings.mdns_interfaces,
     envvar="GITOPS_MDNS_INTERFACES",
@@ -229,6 +237,7 @@ def serve(**options: Any) -> None:
         devices=DeviceSettings(
             health_interval=options["health_interval"],
             health_failures=options["health_failures"],
+            registration_window=options["registration_window"],
             log_rate=float(os.environ.get("GITOPS_LOG_RATE", DeviceSettings.log_rate)),
             log_ring=int(os.environ.get("GITOPS_LOG_RING", DeviceSettings.log_ring)),
         ),

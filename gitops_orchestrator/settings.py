@@ -131,6 +131,12 @@ class ReconcileSettings:
 class DeviceSettings:
     """How devices are watched, and how much of what they send is kept."""
 
+    registration_window: float = 5.0
+    """Seconds after a device's introduction (mDNS, `devices.yaml`) in which its first
+    registration belongs to the same start rather than a restart (`--registration-window`,
+    `GITOPS_REGISTRATION_WINDOW`). A supervisor registers about 0.4 s after it announces
+    itself; 5 s covers a slow device, and a real restart takes longer than that to reach us."""
+
     health_interval: float = 10.0
     """Seconds between health checks of each device (`GITOPS_HEALTH_INTERVAL`)."""
 
