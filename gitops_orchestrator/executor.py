@@ -19,7 +19,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -43,33 +43,6 @@ class Outcome:
     attempts: int
     at: float
     error: str | None = None
-
-
-async def execute(
-    actions: Sequence[Action],
-    *,
-    urls: Mapping[str, str],
-    supervisor: Supervisor,
-    settings: ReconcileSettings,
-    clock: Callable[[], float] = time.time,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-) -> list[Outcome]:
-    """Run `actions` against the devices at `urls`; an outcome for every action."""
-    by_device: dict[str, list[Action]] = {}
-    for action in actions:
-        by_device.setdefault(action.device, []).append(action)
-    gate = asyncio.Semaphore(settings.concurrency)
-
-    async def one_device(device: str, work: list[Action]) -> list[Outcome]:
-        async with gate:
-            ordered = sorted(work, key=lambda a: (isinstance(a, Deploy), a.deployment))
-            return await _device_actions(
-                urls[device], ordered, supervisor=supervisor, settings=settings, clock=clock,
-                sleep=sleep,
-            )  # fmt: skip
-
-    results = await asyncio.gather(*(one_device(d, w) for d, w in sorted(by_device.items())))
-    return [outcome for outcomes in results for outcome in outcomes]
 
 
 @dataclass(frozen=True)
@@ -183,7 +156,7 @@ class Workers:
             try:
                 return await _device_actions(
                     work.url, ordered, supervisor=self.supervisor, settings=self.settings,
-                    clock=self.clock, sleep=self.sleep,
+                    clock=self.clock, sleep=self.sleep, jitter=self.jitter,
                 )  # fmt: skip
             except Exception as exc:  # a bug or a hostile answer: this device's failure only
                 logger.exception("unexpected error working on %s", work.device)
@@ -217,6 +190,7 @@ async def _device_actions(
     settings: ReconcileSettings,
     clock: Callable[[], float],
     sleep: Callable[[float], Awaitable[None]],
+    jitter: Callable[[], float] = lambda: random.uniform(0.5, 1.5),
 ) -> list[Outcome]:
     outcomes: list[Outcome] = []
     unreachable: str | None = None
@@ -236,7 +210,7 @@ async def _device_actions(
                         unreachable = f"not tried: the device is unreachable ({exc})"
                     break
                 # Jitter keeps a fleet of devices that failed together from retrying in step.
-                delay = settings.retry_backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
+                delay = settings.retry_backoff * 2 ** (attempt - 1) * jitter()
                 await sleep(delay)
     return outcomes
 

@@ -16,12 +16,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from . import executor
 from .core import bodies, placement, planning
 from .core.planning import Deploy, Plan, Undeploy
-from .devices import Introducer
 from .fleetdb import Applied, DeviceRecord, Event, PassRecord, StatusRecord, StepRecord
 from .models import Admission, DeviceState, DeviceView, Snapshot
 from .settings import ReconcileSettings
@@ -59,11 +58,17 @@ def fleet_views(records: list[DeviceRecord], snapshot: Snapshot) -> dict[str, De
     return views
 
 
+class StaticIntroducer(Protocol):
+    """Introduces devices of `devices.yaml` in the background (`devices.Introducer`)."""
+
+    def submit_static(self, name: str, *, addresses: list[str], port: int, tls: bool) -> None: ...
+
+
 @dataclass
 class Reconciler:
     store: Store
     supervisor: executor.Supervisor
-    introducer: Introducer
+    introducer: StaticIntroducer
     public_url: str
     settings: ReconcileSettings = field(default_factory=ReconcileSettings)
     clock: Callable[[], float] = time.time
