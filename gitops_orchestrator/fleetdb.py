@@ -284,8 +284,11 @@ class FleetRecords:
     def unknown_incarnations(self, *, now: float, why: str) -> None:
         """Every device may have restarted unseen (this orchestrator just started)."""
         with self._transaction() as db:
-            db.execute("UPDATE devices SET incarnation = incarnation + 1, started_at = NULL")
-            insert_events(db, now, [Event("incarnations", why)])
+            changed = db.execute(
+                "UPDATE devices SET incarnation = incarnation + 1, started_at = NULL"
+            ).rowcount
+            if changed:
+                insert_events(db, now, [Event("incarnations", f"{why} ({changed} devices)")])
 
     def mark_orchestrator_set(self, device: str) -> None:
         """Our `/register` succeeded: from now on the device answers `true` (protocol §2)."""
