@@ -91,10 +91,18 @@ def rollout(repo: Path, arrivals: Arrivals, healthy: list[str], value: int, boun
     (repo / "modules/fibo/fibo.wasm").write_bytes(binary)
     git_commit_all(repo, f"fibo + {value}")
     committed = time.perf_counter()
-    wait_for(
-        lambda: all(name in arrivals.at for name in healthy), f"commit {value}", bound, poll=0.01
-    )
-    return max(arrivals.at[name] for name in healthy) - committed
+    try:
+        wait_for(
+            lambda: all(name in arrivals.at for name in healthy), f"commit {value}", bound,
+            poll=0.01,
+        )  # fmt: skip
+    except TimeoutError:
+        missing = [name for name in healthy if name not in arrivals.at]
+        print(f"commit {value}: {len(missing)} healthy devices never got it: {missing[:5]}")
+        raise
+    took = max(arrivals.at[name] for name in healthy) - committed
+    print(f"commit {value}: {took:.2f} s", flush=True)
+    return took
 
 
 def main() -> None:
@@ -120,7 +128,10 @@ def main() -> None:
             for device in fleet.add(names=names):
                 arrivals.install(fleet, device)
             wait_for(lambda: len(arrivals.at) == len(names), "the first rollout", 300, poll=0.05)
-            print(f"{options.devices} devices: first rollout {time.perf_counter() - started:.1f} s")
+            print(
+                f"{options.devices} devices: first rollout {time.perf_counter() - started:.1f} s",
+                flush=True,
+            )
             value = 1
             figures: dict[str, list[float]] = {"clean": [], "faulty": []}
             for run in ("clean", "faulty"):

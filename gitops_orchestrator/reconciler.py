@@ -182,12 +182,15 @@ class Reconciler:
             ),
             events=tuple(_event(o) for o in outcomes),
         )
+        # The store already has the statuses of these outcomes: no pass is needed for them
+        # (a pass per outcome would replan a 1,000-device fleet hundreds of times a commit).
+        # Discarded ones are of a device that restarted, whose restart sign woke a pass.
         if not await asyncio.to_thread(self.store.record_applied, done):
             logger.info(
                 "%s restarted while it was being deployed: %d outcomes discarded",
                 work.device, len(outcomes),
             )  # fmt: skip
-        self.wake()
+            self.wake()
 
     def _pass_record(
         self,
