@@ -113,18 +113,19 @@ class ReconcileSettings:
     failover (`GITOPS_RETURN_AFTER`): a device that flaps does not drag work back and forth."""
 
     concurrency: int = 32
-    """Devices deployed to at once (`GITOPS_DEPLOY_CONCURRENCY`); each device's own actions run
-    one after the other."""
+    """Devices deployed to at once (`GITOPS_DEPLOY_CONCURRENCY`), over all per-device workers;
+    each device's own actions run one after the other. A hanging device holds one slot."""
 
     attempts: int = 3
-    """Tries of one deploy or undeploy within a pass before it is marked failed."""
+    """Tries of one deploy or undeploy in a row before it is marked failed; the device's worker
+    then waits its own backoff (see `failed_retry_max`) and tries again."""
 
     retry_backoff: float = 0.5
     """Seconds before the second try, doubled for each next one (with jitter)."""
 
     failed_retry_max: float = 60.0
     """Longest wait, in seconds, before a device whose deploys failed is tried again; the wait
-    doubles from `retry_backoff` with each failing pass."""
+    doubles from `retry_backoff` with each failed round of that device, with jitter."""
 
 
 @dataclass(frozen=True)
