@@ -221,6 +221,14 @@ def validate(
     show_default=True,
 )
 @click.option(
+    "--registration-window",
+    type=click.FloatRange(min=0.0),
+    default=DeviceSettings.registration_window,
+    envvar="GITOPS_REGISTRATION_WINDOW",
+    show_default=True,
+    help="Seconds after an introduction in which a registration is not a restart.",
+)
+@click.option(
     "--mdns-interfaces",
     default=DiscoverySettings.mdns_interfaces,
     envvar="GITOPS_MDNS_INTERFACES",
@@ -292,6 +300,7 @@ def serve(**options: Any) -> None:
         devices=DeviceSettings(
             health_interval=options["health_interval"],
             health_failures=options["health_failures"],
+            registration_window=options["registration_window"],
         ),
     )
     _run(_with_variables(settings))

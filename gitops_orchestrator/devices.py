@@ -2,15 +2,20 @@
 
 A device becomes known when it is introduced: its description is fetched from each of its
 addresses until one answers (protocol §1), it is recorded online with its interfaces, and it is
-told where we are (`POST /register`, which also points its log shipping at us: protocol §2).
+told where we are (`POST /register`, which also points its log shipping at us: protocol §2);
+a successful `/register` is the moment its `Custom-Orchestrator-Set` header becomes `true`.
 A known device registering again has restarted and lost its deployments (the Python supervisor
-keeps them in memory), so what it ran is forgotten and the reconciler redeploys it.
+keeps them in memory): a new incarnation starts, and the reconciler redeploys it. Except once:
+a supervisor announces itself on mDNS about 0.4 s before it registers, so the first
+registration within `registration_window` of an introduction belongs to the same start.
+Static devices (`devices.yaml`) are introduced in the background, bounded and retried.
 This module changes device rows and wakes the reconciler; it never deploys anything itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +33,9 @@ logger = logging.getLogger(__name__)
 INTRODUCING = 64
 # Seconds between tries of an introduction that failed.
 RETRIES = (1.0, 2.0, 4.0, 8.0, 16.0)
+# Seconds between tries of a static device that never answered, once RETRIES are used up: it
+# is listed, so it is expected, but an unreachable one must cost next to nothing.
+STATIC_RETRY = 30.0
 
 
 @dataclass
@@ -37,33 +45,74 @@ class Introducer:
     public_url: str
     wake: Callable[[], None] = lambda: None
     clock: Callable[[], float] = time.time
+    registration_window: float = 5.0
+    """Seconds after an introduction in which a registration belongs to the same start."""
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(INTRODUCING))
+    _introductions: dict[str, float] = field(default_factory=dict)
+    """Device -> when it was last introduced other than by its registration, until the
+    registration of that start comes (or the window passes)."""
+    _static: set[str] = field(default_factory=set)
+    """Static devices being introduced in the background."""
 
     def submit(self, name: str, *, addresses: list[str], port: int, tls: bool) -> None:
         """Introduce in the background: a registering device must get its answer at once."""
-        task = asyncio.create_task(self._introduce_registered(name, addresses, port, tls))
+        self._spawn(self._introduce_registered(name, addresses, port, tls, self.clock()))
+
+    def submit_static(self, name: str, *, addresses: list[str], port: int, tls: bool) -> None:
+        """Introduce a device of `devices.yaml` in the background, retried until it answers."""
+        if name not in self._static:
+            self._static.add(name)
+            self._spawn(self._introduce_static(name, addresses, port, tls))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _introduce_registered(
-        self, name: str, addresses: list[str], port: int, tls: bool
+        self, name: str, addresses: list[str], port: int, tls: bool, arrived: float
     ) -> None:
         # The device got its 204 and will not register again for a long while (protocol §1:
         # 900 s by default), and it may post before its own server answers: try a few times.
         for delay in (*RETRIES, None):
             async with self._gate:
                 introduced = await self.introduce(
-                    name, addresses=addresses, port=port, tls=tls, origin="registered"
-                )
+                    name, addresses=addresses, port=port, tls=tls, origin="registered",
+                    registered_at=arrived,
+                )  # fmt: skip
             if introduced is not None or delay is None:
                 return
             await asyncio.sleep(delay)
 
+    async def _introduce_static(
+        self, name: str, addresses: list[str], port: int, tls: bool
+    ) -> None:
+        try:
+            for attempt in itertools.count():
+                async with self._gate:
+                    introduced = await self.introduce(
+                        name, addresses=addresses, port=port, tls=tls, origin="static"
+                    )
+                if introduced is not None:
+                    return
+                await asyncio.sleep(RETRIES[attempt] if attempt < len(RETRIES) else STATIC_RETRY)
+        finally:
+            self._static.discard(name)
+
     async def introduce(
-        self, name: str, *, addresses: Sequence[str], port: int, tls: bool, origin: str
+        self,
+        name: str,
+        *,
+        addresses: Sequence[str],
+        port: int,
+        tls: bool,
+        origin: str,
+        registered_at: float | None = None,
     ) -> DeviceRecord | None:
         """Fetch the description, record the device online, register ourselves with it."""
+        if registered_at is None:
+            self._introductions[name] = self.clock()
         scheme = "https" if tls else "http"
         errors: list[str] = []
         for address in addresses:
@@ -74,7 +123,9 @@ class Introducer:
             except SupervisorError as exc:
                 errors.append(str(exc))
                 continue
-            return await self._introduced(name, url, addresses, port, origin, description)
+            return await self._introduced(
+                name, url, addresses, port, origin, description, registered_at
+            )
         logger.warning("cannot introduce %s: %s", name, "; ".join(errors) or "no address")
         return None
 
@@ -86,6 +137,7 @@ class Introducer:
         port: int,
         origin: str,
         description: dict[str, Any],
+        registered_at: float | None,
     ) -> DeviceRecord:
         now = self.clock()
         known = await asyncio.to_thread(self.store.device, name)
@@ -102,23 +154,38 @@ class Introducer:
             introduced_at=known.introduced_at if known else now,
             online_since=known.online_since if was_online and known else now,
             last_seen=now,
+            incarnation=known.incarnation if known else 1,
+            # Registrations and announcements come as a supervisor starts; a static device
+            # was running for who knows how long.
+            started_at=known.started_at if known else (None if origin == "static" else now),
         )
         kind = "introduced" if known is None else "reintroduced"
         if known is None:
             logger.info("device %s introduced at %s (%s)", name, url, origin)
         event = Event(kind, f"{name} at {url} ({origin})", device=name)
         await asyncio.to_thread(self.store.upsert_device, record, event=event)
-        if known is not None and origin == "registered":
+        if known is not None and registered_at is not None and self._restarted(name, registered_at):
             # Protocol §2: a (re-)registration from a known device is a restart.
             await asyncio.to_thread(
-                self.store.forget_applied, name, now=now, why="registered again: restarted"
-            )
+                self.store.new_incarnation, name, now=now, started_at=registered_at,
+                why="registered again: restarted",
+            )  # fmt: skip
         try:
             await self.supervisor.register(url, self.public_url)
         except SupervisorError as exc:
             logger.warning("cannot register with %s: %s", name, exc)
+        else:
+            await asyncio.to_thread(self.store.mark_orchestrator_set, name)
         self.wake()
         return record
+
+    def _restarted(self, name: str, registered_at: float) -> bool:
+        """Whether a registration of a known device is a new start (protocol §2)."""
+        introduced = self._introductions.pop(name, None)
+        same_start = (
+            introduced is not None and registered_at - introduced <= self.registration_window
+        )
+        return not same_start
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -93,6 +93,18 @@ HEALTH_AND_LOGS_SCHEMA = """
     );
     CREATE INDEX device_logs_by_device ON device_logs (device, id)
 """
+INCARNATIONS_SCHEMA = """
+    ALTER TABLE devices ADD COLUMN incarnation INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE devices ADD COLUMN started_at REAL;
+    ALTER TABLE applied ADD COLUMN incarnation INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE applied ADD COLUMN commit_sha TEXT;
+    ALTER TABLE deploy_statuses ADD COLUMN body_digest TEXT;
+    ALTER TABLE deploy_statuses ADD COLUMN pending_since REAL;
+    ALTER TABLE deploy_statuses ADD COLUMN commit_sha TEXT
+"""
+"""Device incarnations (design §2, Restart): what a device runs is what it acknowledged since its
+last start. Rows of `applied` from before this migration carry incarnation 0, older than any
+device's, so an upgraded orchestrator re-posts them once instead of trusting them."""
 # Events are history, not state: the newest are kept, the rest dropped as new ones come.
 MAX_EVENTS = 100_000
 
@@ -117,6 +129,10 @@ class DeviceRecord:
     health: Mapping[str, Any] | None = None
     """The last health report (opaque)."""
     checked_at: float | None = None
+    incarnation: int = 1
+    """Grows with every restart sign: records of an older one say nothing of what it runs."""
+    started_at: float | None = None
+    """When the current incarnation started, as far as we know (None: unknown)."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +166,15 @@ class StepRecord:
 
 
 @dataclass(frozen=True)
+class Event:
+    kind: str
+    message: str
+    device: str | None = None
+    deployment: str | None = None
+    commit_sha: str | None = None
+
+
+@dataclass(frozen=True)
 class StatusRecord:
     device: str
     deployment: str
@@ -157,15 +182,41 @@ class StatusRecord:
     error: str | None
     attempts: int
     updated_at: float
+    body_digest: str | None = None
+    """The desired body's digest the status is about."""
+    pending_since: float | None = None
+    """Since when the desired body waits to be acknowledged (None once synced)."""
+    commit_sha: str | None = None
+    """The commit the desired body comes from."""
 
 
 @dataclass(frozen=True)
-class Event:
-    kind: str
-    message: str
-    device: str | None = None
-    deployment: str | None = None
-    commit_sha: str | None = None
+class AppliedRecord:
+    """A body a device acknowledged, and under which of its incarnations."""
+
+    device: str
+    deployment: str
+    body_digest: str
+    applied_at: float
+    incarnation: int
+    commit_sha: str | None
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one device's worker got done: written only if the incarnation is still current."""
+
+    device: str
+    incarnation: int
+    now: float
+    commit_sha: str | None
+    deployed: tuple[tuple[str, str], ...] = ()
+    """(deployment, body digest) pairs the device acknowledged."""
+    removed: tuple[str, ...] = ()
+    """Deployments the device no longer runs."""
+    failed: tuple[tuple[str, str | None, str, int], ...] = ()
+    """(deployment, body digest or None for an undeploy, error, attempts) that failed."""
+    events: tuple[Event, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -196,7 +247,7 @@ class FleetRecords:
         """Add or refresh a device (its address, interfaces, state) and log why."""
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO devices VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "INSERT INTO devices VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (device) DO UPDATE SET url = excluded.url, "
                 "addresses = excluded.addresses, port = excluded.port, "
                 "interfaces = excluded.interfaces, platform = excluded.platform, "
@@ -210,11 +261,43 @@ class FleetRecords:
                 insert_events(db, record.last_seen or record.introduced_at, [event])
 
     def forget_applied(self, device: str, *, now: float, why: str) -> None:
-        """The device lost what it ran (a restart): everything it should run is redeployed."""
+        """A restart sign: the device lost what it ran; a new incarnation started `now`."""
         logger.info("device %s restarted (%s): redeploying what it should run", device, why)
+        self.new_incarnation(device, now=now, started_at=now, why=why)
+
+    def new_incarnation(
+        self, device: str, *, now: float, started_at: float | None, why: str, kind: str = "restart"
+    ) -> int:
+        """Bump the device's incarnation (`started_at` None: unknown); the new one, 0 if unknown.
+
+        Applied rows are kept under their old incarnation: they no longer count as running,
+        but they say what the device ran (a prune hold gives it back) and what may still be
+        there to undeploy after an unknown start.
+        """
         with self._transaction() as db:
-            db.execute("DELETE FROM applied WHERE device = ?", (device,))
-            insert_events(db, now, [Event("restart", why, device=device)])
+            row = db.execute(
+                "UPDATE devices SET incarnation = incarnation + 1, started_at = ? "
+                "WHERE device = ? RETURNING incarnation",
+                (started_at, device),
+            ).fetchone()
+            if row is None:
+                return 0
+            insert_events(db, now, [Event(kind, why, device=device)])
+        return int(row[0])
+
+    def unknown_incarnations(self, *, now: float, why: str) -> None:
+        """Every device may have restarted unseen (this orchestrator just started)."""
+        with self._transaction() as db:
+            changed = db.execute(
+                "UPDATE devices SET incarnation = incarnation + 1, started_at = NULL"
+            ).rowcount
+            if changed:
+                insert_events(db, now, [Event("incarnations", f"{why} ({changed} devices)")])
+
+    def mark_orchestrator_set(self, device: str) -> None:
+        """Our `/register` succeeded: from now on the device answers `true` (protocol §2)."""
+        with self._transaction() as db:
+            db.execute("UPDATE devices SET orchestrator_set = 1 WHERE device = ?", (device,))
 
     def devices(self) -> list[DeviceRecord]:
         with self._lock:
@@ -229,13 +312,78 @@ class FleetRecords:
     # what runs where
 
     def applied(self) -> dict[str, dict[str, str]]:
-        """Device -> deployment -> digest of the body it is known to run."""
+        """Device -> deployment -> digest of the body it acknowledged since its last start."""
+        return self._digests(
+            "SELECT a.device, a.deployment, a.body_digest FROM applied a "
+            "JOIN devices d ON d.device = a.device AND d.incarnation = a.incarnation"
+        )
+
+    def recorded(self) -> dict[str, dict[str, str]]:
+        """Device -> deployment -> digest of the last body it acknowledged, in any incarnation."""
+        return self._digests("SELECT device, deployment, body_digest FROM applied")
+
+    def _digests(self, query: str) -> dict[str, dict[str, str]]:
         result: dict[str, dict[str, str]] = {}
         with self._lock:
-            rows = self._db.execute("SELECT device, deployment, body_digest FROM applied")
-            for device, deployment, digest in rows:
+            for device, deployment, digest in self._db.execute(query):
                 result.setdefault(device, {})[deployment] = digest
         return result
+
+    def ledger(self, device: str) -> list[AppliedRecord]:
+        """The bodies `device` acknowledged under its current incarnation."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT a.device, a.deployment, a.body_digest, a.applied_at, a.incarnation, "
+                "a.commit_sha FROM applied a JOIN devices d ON d.device = a.device "
+                "AND d.incarnation = a.incarnation WHERE a.device = ? ORDER BY a.deployment",
+                (device,),
+            ).fetchall()
+        return [AppliedRecord(*row) for row in rows]
+
+    def record_applied(self, done: Applied) -> bool:
+        """One device's outcomes, in one transaction; False when they were discarded.
+
+        Compared with the device row in the same transaction: outcomes of an older
+        incarnation (the device restarted while they were in flight) say nothing of what the
+        new one runs, so they are dropped, and the statuses stay as the pass wrote them.
+        """
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT incarnation FROM devices WHERE device = ?", (done.device,)
+            ).fetchone()
+            if row is None or row[0] != done.incarnation:
+                return False
+            db.executemany(
+                "INSERT INTO applied VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device, deployment) "
+                "DO UPDATE SET body_digest = excluded.body_digest, "
+                "applied_at = excluded.applied_at, incarnation = excluded.incarnation, "
+                "commit_sha = excluded.commit_sha",
+                [
+                    (done.device, name, digest, done.now, done.incarnation, done.commit_sha)
+                    for name, digest in done.deployed
+                ],
+            )
+            db.executemany(
+                "UPDATE deploy_statuses SET status = 'synced', error = NULL, attempts = 0, "
+                "updated_at = ?, pending_since = NULL WHERE device = ? AND deployment = ? "
+                "AND body_digest = ?",
+                [(done.now, done.device, name, digest) for name, digest in done.deployed],
+            )
+            db.executemany(
+                "DELETE FROM applied WHERE device = ? AND deployment = ?",
+                [(done.device, name) for name in done.removed],
+            )
+            db.executemany(
+                "UPDATE deploy_statuses SET status = 'failed', error = ?, attempts = ?, "
+                "updated_at = ? WHERE device = ? AND deployment = ? AND body_digest = ?",
+                [
+                    (error, attempts, done.now, done.device, name, digest)
+                    for name, digest, error, attempts in done.failed
+                    if digest is not None
+                ],
+            )
+            insert_events(db, done.now, done.events, commit_sha=done.commit_sha)
+        return True
 
     def step_placements(self) -> list[StepRecord]:
         with self._lock:
@@ -244,10 +392,27 @@ class FleetRecords:
             ).fetchall()
         return [StepRecord(*row) for row in rows]
 
-    def deploy_statuses(self) -> list[StatusRecord]:
+    def deploy_statuses(self, device: str | None = None) -> list[StatusRecord]:
+        """The statuses of the last pass, `synced` only while it is still true.
+
+        A restart sign may have come since the pass: a body acknowledged under an older
+        incarnation reads as `progressing` at once, not only after the next pass.
+        """
+        where, values = ("WHERE s.device = ?", (device,)) if device else ("", ())
         with self._lock:
             rows = self._db.execute(
-                "SELECT * FROM deploy_statuses ORDER BY device, deployment"
+                "SELECT s.device, s.deployment, CASE WHEN s.status = 'synced' "
+                "AND s.body_digest IS NOT NULL AND a.device IS NULL THEN 'progressing' "
+                "ELSE s.status END, s.error, s.attempts, s.updated_at, s.body_digest, "
+                "CASE WHEN s.status = 'synced' AND s.body_digest IS NOT NULL "
+                "AND a.device IS NULL THEN COALESCE(d.started_at, s.updated_at) "
+                "ELSE s.pending_since END, "
+                "s.commit_sha FROM deploy_statuses s "
+                "LEFT JOIN devices d ON d.device = s.device "
+                "LEFT JOIN applied a ON a.device = s.device AND a.deployment = s.deployment "
+                "AND a.body_digest = s.body_digest AND a.incarnation = d.incarnation "
+                f"{where} ORDER BY s.device, s.deployment",
+                values,
             ).fetchall()
         return [StatusRecord(*row) for row in rows]
 
@@ -262,19 +427,19 @@ class FleetRecords:
                     for s in record.steps
                 ],
             )
-            db.execute("DELETE FROM deploy_statuses")
+            # Rows for pairs the reconciler got outside a pass (tests, tools) run under the
+            # device's current incarnation.
             db.executemany(
-                "INSERT INTO deploy_statuses VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO applied SELECT ?, ?, ?, ?, incarnation, ? FROM devices "
+                "WHERE device = ?1 ON CONFLICT (device, deployment) DO UPDATE SET "
+                "body_digest = excluded.body_digest, applied_at = excluded.applied_at, "
+                "incarnation = excluded.incarnation, commit_sha = excluded.commit_sha",
                 [
-                    (s.device, s.deployment, s.status, s.error, s.attempts, s.updated_at)
-                    for s in record.statuses
+                    (device, dep, digest, record.now, record.commit_sha)
+                    for device, dep, digest in record.applied
                 ],
             )
-            db.executemany(
-                "INSERT INTO applied VALUES (?, ?, ?, ?) ON CONFLICT (device, deployment) DO "
-                "UPDATE SET body_digest = excluded.body_digest, applied_at = excluded.applied_at",
-                [(device, dep, digest, record.now) for device, dep, digest in record.applied],
-            )
+            _replace_statuses(db, record.statuses, now=record.now)
             db.executemany(
                 "DELETE FROM applied WHERE device = ? AND deployment = ?", record.removed
             )
@@ -406,6 +571,49 @@ class FleetRecords:
         return total, [_device_record(row) for row in rows]
 
 
+def _replace_statuses(
+    db: sqlite3.Connection, statuses: Iterable[StatusRecord], *, now: float
+) -> None:
+    """Replace the statuses, deciding `synced` here, against `applied` as it is now.
+
+    A worker may have recorded an acknowledgement since the pass read `applied`: deciding in
+    the writer's transaction means a pass never turns a body it did not see back to pending,
+    and never says `synced` for a body that is not acknowledged under the current incarnation.
+    "Pending since" carries over while the same body keeps waiting.
+    """
+    current = {
+        (device, name): digest
+        for device, name, digest in db.execute(
+            "SELECT a.device, a.deployment, a.body_digest FROM applied a "
+            "JOIN devices d ON d.device = a.device AND d.incarnation = a.incarnation"
+        )
+    }
+    waiting = {
+        (device, name): (digest, since)
+        for device, name, digest, since in db.execute(
+            "SELECT device, deployment, body_digest, pending_since FROM deploy_statuses "
+            "WHERE pending_since IS NOT NULL"
+        )
+    }
+    rows = []
+    for s in statuses:
+        key = (s.device, s.deployment)
+        if s.body_digest is not None and current.get(key) == s.body_digest:
+            status, error, attempts, since = "synced", None, 0, None
+        else:
+            status, error, attempts = s.status, s.error, s.attempts
+            if status == "synced" and s.body_digest is not None:  # not acknowledged now
+                status = "progressing"
+            previous = waiting.get(key)
+            since = previous[1] if previous and previous[0] == s.body_digest else now
+        rows.append(
+            (s.device, s.deployment, status, error, attempts, s.updated_at, s.body_digest, since,
+             s.commit_sha)
+        )  # fmt: skip
+    db.execute("DELETE FROM deploy_statuses")
+    db.executemany("INSERT INTO deploy_statuses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+
 def _count(db: sqlite3.Connection, query: str, values: list[Any]) -> int:
     (number,) = db.execute(query, values).fetchone()
     return int(number)
@@ -467,6 +675,8 @@ def _device_row(record: DeviceRecord) -> tuple[Any, ...]:
         record.orchestrator_set,
         None if record.health is None else json.dumps(record.health),
         record.checked_at,
+        record.incarnation,
+        record.started_at,
     )
 
 
@@ -474,7 +684,7 @@ def _device_record(row: tuple[Any, ...]) -> DeviceRecord:
     name, url, addresses, port, interfaces, platform, origin, state, introduced, since, seen = row[
         :11
     ]
-    failures, orchestrator_set, health, checked_at = row[11:]
+    failures, orchestrator_set, health, checked_at, incarnation, started_at = row[11:]
     return DeviceRecord(
         device=name,
         url=url,
@@ -491,4 +701,6 @@ def _device_record(row: tuple[Any, ...]) -> DeviceRecord:
         orchestrator_set=None if orchestrator_set is None else bool(orchestrator_set),
         health=None if health is None else json.loads(health),
         checked_at=checked_at,
+        incarnation=incarnation,
+        started_at=started_at,
     )

@@ -3,8 +3,10 @@
 Every interval each known device (not gone) gets `GET /health`, many at once but bounded, with
 `X-Forwarded-For` set to our host so self-registering supervisors do not re-register for
 nothing. A device is offline after `health_failures` failed checks in a row and online again
-on the next success. `Custom-Orchestrator-Set` turning from `true` to `false` is a restart sign:
-what the device ran is forgotten (the reconciler redeploys it) and it is told where we are.
+on the next success. `Custom-Orchestrator-Set` turning from `true` to `false` is a restart sign
+(our own successful `/register` counts as it turning `true`): a new incarnation starts, the
+reconciler redeploys what it should run, and it is told where we are. A device back from
+offline may have restarted unseen: its incarnation is unknown, so its work is posted once more.
 One sweep is recorded in one transaction; state changes wake the reconciler.
 """
 
@@ -35,6 +37,8 @@ class Checked:
     check: HealthCheck
     event: Event | None = None
     restarted: bool = False
+    returned: bool = False
+    """Back from offline: it may have restarted while we could not see it."""
     register: bool = False
 
 
@@ -77,7 +81,10 @@ def judge(
         event = Event("restart", "Custom-Orchestrator-Set turned false", device=record.device)
     elif coming_back:
         event = Event("online", "health check succeeded", device=record.device)
-    return Checked(updated, check, event, restarted=restarted, register=known is not True)
+    returned = record.state == "offline" and not restarted
+    return Checked(
+        updated, check, event, restarted=restarted, returned=returned, register=known is not True
+    )
 
 
 @dataclass
@@ -122,10 +129,20 @@ class HealthChecker:
         )
         now = self.clock()
         for result in results:
-            if result.restarted:  # forgetting what it ran records the restart event too
+            if result.restarted:  # the new incarnation records the restart event too
                 await asyncio.to_thread(
-                    self.store.forget_applied, result.record.device, now=now,
+                    self.store.new_incarnation, result.record.device, now=now, started_at=now,
                     why="Custom-Orchestrator-Set turned false: restarted",
+                )  # fmt: skip
+            elif result.returned:
+                logger.info(
+                    "device %s is online again: what it runs is unknown, so its deployments "
+                    "are posted once more", result.record.device,
+                )  # fmt: skip
+                await asyncio.to_thread(
+                    self.store.new_incarnation, result.record.device, now=now, started_at=None,
+                    kind="online", why="health check succeeded after being offline; what it "
+                    "runs is unknown, so its deployments are posted once more",
                 )  # fmt: skip
             elif result.event is not None:
                 await asyncio.to_thread(self._note, result.event, now)
@@ -163,3 +180,6 @@ class HealthChecker:
             await self.supervisor.register(record.url, self.public_url)
         except SupervisorError as exc:
             logger.debug("cannot register with %s: %s", record.device, exc)
+            return
+        # Protocol §2: the header is `true` from now on; `false` later means a restart.
+        await asyncio.to_thread(self.store.mark_orchestrator_set, record.device)

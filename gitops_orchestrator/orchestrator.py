@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -131,7 +132,17 @@ async def run(settings: Settings) -> None:
         limits=httpx.Limits(max_connections=None, max_keepalive_connections=20),
     )  # fmt: skip
     devices_client = supervisor.SupervisorClient(client)
-    introducer = devices.Introducer(store, devices_client, public_url)
+    # Any device may have restarted while we were not running, and a supervisor that
+    # registered meanwhile never tries again (protocol §2): what each runs is unknown, so
+    # its work is posted once more, at most once per (deployment, device).
+    await asyncio.to_thread(
+        store.unknown_incarnations, now=time.time(),
+        why="orchestrator started: what each device runs is unknown until posted again",
+    )  # fmt: skip
+    introducer = devices.Introducer(
+        store, devices_client, public_url,
+        registration_window=settings.devices.registration_window,
+    )  # fmt: skip
     loop = reconciler.Reconciler(
         store, devices_client, introducer, public_url, settings=settings.reconcile,
         observe_pass=metrics.observe_pass,

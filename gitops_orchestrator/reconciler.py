@@ -1,10 +1,12 @@
-"""The reconcile loop: observe, plan (pure), execute, record; level-triggered.
+"""The reconcile loop: observe, plan (pure), hand each device its work, record; level-triggered.
 
 A new commit, a device change, an outcome or a timer only wake the loop; each pass recomputes
 everything from the store: the desired snapshot and the devices (observe), placement, deploy
-bodies and the plan (`core`, pure), the deploys and undeploys (`executor`), and one write of
-the whole pass (`store.record_pass`). Devices whose deploys failed are retried on later passes
-with a growing wait, without holding up the others.
+bodies and the plan (`core`, pure), then gives every device its share of the plan
+(`executor.Workers.submit`, which never waits) and writes the pass (placements, statuses) in
+one transaction. The workers record what each device acknowledged, under the incarnation the
+pass saw, and wake the loop. A pass never waits for a device: a hanging one retries on its own
+while a new commit reaches every other device at once.
 """
 
 from __future__ import annotations
@@ -12,15 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from . import executor
 from .core import bodies, placement, planning
 from .core.planning import Deploy, Plan, Undeploy
-from .devices import Introducer
-from .fleetdb import DeviceRecord, Event, PassRecord, StatusRecord, StepRecord
+from .fleetdb import Applied, DeviceRecord, Event, PassRecord, StatusRecord, StepRecord
 from .models import Admission, DeviceState, DeviceView, Snapshot
 from .settings import ReconcileSettings
 from .store import Store
@@ -35,7 +36,6 @@ class PassResult:
 
     commit_sha: str | None
     plan: Plan | None = None
-    outcomes: tuple[executor.Outcome, ...] = ()
 
 
 def fleet_views(records: list[DeviceRecord], snapshot: Snapshot) -> dict[str, DeviceView]:
@@ -58,23 +58,32 @@ def fleet_views(records: list[DeviceRecord], snapshot: Snapshot) -> dict[str, De
     return views
 
 
+class StaticIntroducer(Protocol):
+    """Introduces devices of `devices.yaml` in the background (`devices.Introducer`)."""
+
+    def submit_static(self, name: str, *, addresses: list[str], port: int, tls: bool) -> None: ...
+
+
 @dataclass
 class Reconciler:
     store: Store
     supervisor: executor.Supervisor
-    introducer: Introducer
+    introducer: StaticIntroducer
     public_url: str
     settings: ReconcileSettings = field(default_factory=ReconcileSettings)
     clock: Callable[[], float] = time.time
     observe_pass: Callable[[float], None] = lambda seconds: None
     """Told how long each pass took (the `/metrics` histogram)."""
     _wakeup: Wakeup = field(default_factory=Wakeup)
-    _failures: dict[str, tuple[int, float]] = field(default_factory=dict)
-    """Device -> (failing passes in a row, when to try it again)."""
     _last_hold: str | None = None
-    _failing: dict[tuple[str, str], tuple[str | None, int]] = field(default_factory=dict)
-    """(device, deployment) whose last deploy or undeploy failed -> (error, attempts): logged
-    once, not per retry, and still failed (not progressing) while the device waits its retry."""
+    _failing: set[tuple[str, str]] = field(default_factory=set)
+    """(device, deployment) whose last deploy or undeploy failed: logged once, not per retry."""
+    workers: executor.Workers = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.workers = executor.Workers(
+            self.supervisor, self._record, settings=self.settings, clock=self.clock
+        )
 
     def wake(self) -> None:
         """Ask for a pass now (safe from any thread); wakes before the pass count as one."""
@@ -82,25 +91,24 @@ class Reconciler:
 
     async def run(self) -> None:
         """Reconcile until cancelled."""
-        while True:
-            started = time.perf_counter()
-            try:
-                await self.reconcile_once()
-            except Exception:
-                logger.exception("reconcile pass failed")
-            self.observe_pass(time.perf_counter() - started)
-            await self._wakeup.wait(self._next_wait())
-
-    def _next_wait(self) -> float:
-        waits = [retry - self.clock() for _, retry in self._failures.values()]
-        return max(0.05, min([self.settings.interval, *waits]))
+        try:
+            while True:
+                started = time.perf_counter()
+                try:
+                    await self.reconcile_once()
+                except Exception:
+                    logger.exception("reconcile pass failed")
+                self.observe_pass(time.perf_counter() - started)
+                await self._wakeup.wait(self.settings.interval)
+        finally:
+            await self.workers.close()
 
     async def reconcile_once(self) -> PassResult:
         snapshot = await asyncio.to_thread(self.store.desired_snapshot)
         if snapshot is None:
             return PassResult(None)
-        await self._introduce_static(snapshot)
-        records, previous, applied = await asyncio.to_thread(self._observe)
+        records, previous, applied, recorded = await asyncio.to_thread(self._observe)
+        self._introduce_static(snapshot, known={record.device for record in records})
         now = self.clock()
         fleet = fleet_views(records, snapshot)
         placed = placement.place(
@@ -111,33 +119,33 @@ class Reconciler:
             snapshot, placement=placed, fleet=fleet, base_url=self.public_url
         )
         plan = planning.plan(
-            desired, applied=applied, fleet=fleet, prune_limit=self.settings.prune_limit,
-            deployments=frozenset(snapshot.deployments),
+            desired, applied=applied, recorded=recorded, fleet=fleet,
+            prune_limit=self.settings.prune_limit, deployments=frozenset(snapshot.deployments),
         )  # fmt: skip
-        actions = [a for a in plan.actions if self._may_try(a.device, now)]
-        outcomes = await executor.execute(
-            actions, urls={name: view.url for name, view in fleet.items()},
-            supervisor=self.supervisor, settings=self.settings, clock=self.clock,
-        )  # fmt: skip
-        self._note_failures(outcomes, now)
-        self._log_outcomes(outcomes)
-        self._failing = {
-            key: failure
-            for key, failure in self._failing.items()
-            if key[1] in desired.get(key[0], {})
-        }
-        record = self._pass_record(snapshot, placed, desired, applied, plan, outcomes, now)
-        await asyncio.to_thread(self.store.record_pass, record)
-        return PassResult(snapshot.commit_sha, plan, tuple(outcomes))
+        by_device: dict[str, list[planning.Action]] = {}
+        for action in plan.actions:
+            by_device.setdefault(action.device, []).append(action)
+        for record in records:
+            self.workers.submit(executor.Work(
+                record.device, record.url, record.incarnation, snapshot.commit_sha,
+                tuple(by_device.get(record.device, ())),
+            ))  # fmt: skip
+        await asyncio.to_thread(
+            self.store.record_pass, self._pass_record(snapshot, placed, desired, plan, now)
+        )
+        return PassResult(snapshot.commit_sha, plan)
 
-    def _observe(self) -> tuple[list[DeviceRecord], dict[tuple[str, int], str], Any]:
+    def _observe(self) -> tuple[list[DeviceRecord], dict[tuple[str, int], str], Any, Any]:
         previous = {(s.deployment, s.step): s.device for s in self.store.step_placements()}
         sticky = {key: device for key, device in previous.items() if device is not None}
-        return self.store.devices(), sticky, self.store.applied()
+        return self.store.devices(), sticky, self.store.applied(), self.store.recorded()
 
-    async def _introduce_static(self, snapshot: Snapshot) -> None:
-        """Devices of `devices.yaml` with an address need no multicast: introduce them."""
-        known = {record.device for record in await asyncio.to_thread(self.store.devices)}
+    def _introduce_static(self, snapshot: Snapshot, *, known: set[str]) -> None:
+        """Devices of `devices.yaml` with an address need no multicast: introduce them.
+
+        In the background (bounded, retried with backoff by the introducer): a static device
+        that does not answer never delays the pass for the others.
+        """
         for name, entry in snapshot.devices.devices.items():
             if entry.address is None or name in known:
                 continue
@@ -145,67 +153,86 @@ class Reconciler:
             host, _, port = rest.rpartition(":")
             if not port.isdigit():
                 host, port = rest, "443" if scheme == "https" else "80"
-            await self.introducer.introduce(
-                name, addresses=[host.strip("[]")], port=int(port), tls=scheme == "https",
-                origin="static",
+            self.introducer.submit_static(
+                name, addresses=[host.strip("[]")], port=int(port), tls=scheme == "https"
+            )
+
+    async def _record(self, work: executor.Work, outcomes: list[executor.Outcome]) -> None:
+        """A worker's outcomes, written unless the device restarted since the pass saw it."""
+        done = Applied(
+            device=work.device,
+            incarnation=work.incarnation,
+            now=self.clock(),
+            commit_sha=work.commit_sha,
+            deployed=tuple(
+                (o.action.deployment, o.action.digest)
+                for o in outcomes
+                if o.ok and isinstance(o.action, Deploy)
+            ),
+            removed=tuple(
+                o.action.deployment for o in outcomes if o.ok and isinstance(o.action, Undeploy)
+            ),
+            failed=tuple(
+                (
+                    o.action.deployment,
+                    o.action.digest if isinstance(o.action, Deploy) else None,
+                    o.error or "failed",
+                    o.attempts,
+                )
+                for o in outcomes
+                if not o.ok
+            ),
+            events=tuple(_event(o) for o in outcomes),
+        )
+        self._log_outcomes(work.device, outcomes)
+        # The store already has the statuses of these outcomes: no pass is needed for them
+        # (a pass per outcome would replan a 1,000-device fleet hundreds of times a commit).
+        # Discarded ones are of a device that restarted, whose restart sign woke a pass.
+        if not await asyncio.to_thread(self.store.record_applied, done):
+            logger.info(
+                "%s restarted while it was being deployed: %d outcomes discarded",
+                work.device, len(outcomes),
             )  # fmt: skip
+            self.wake()
 
-    def _may_try(self, device: str, now: float) -> bool:
-        failing = self._failures.get(device)
-        return failing is None or failing[1] <= now
-
-    def _log_outcomes(self, outcomes: list[executor.Outcome]) -> None:
+    def _log_outcomes(self, device: str, outcomes: list[executor.Outcome]) -> None:
+        """A failing deploy is logged once (WARNING), not per retry; its recovery once (INFO)."""
         for outcome in outcomes:
-            key = (outcome.action.device, outcome.action.deployment)
+            key = (device, outcome.action.deployment)
             if not outcome.ok and key not in self._failing:
+                self._failing.add(key)
                 logger.warning("%s (retrying with backoff)", _event(outcome).message)
             elif outcome.ok and key in self._failing:
+                self._failing.discard(key)
                 logger.info("%s, after failing before", _event(outcome).message)
-            if outcome.ok:
-                self._failing.pop(key, None)
-            else:
-                self._failing[key] = (outcome.error, outcome.attempts)
-
-    def _note_failures(self, outcomes: list[executor.Outcome], now: float) -> None:
-        failed = {o.action.device for o in outcomes if not o.ok}
-        for device in {o.action.device for o in outcomes}:
-            if device not in failed:
-                self._failures.pop(device, None)
-                continue
-            count = self._failures.get(device, (0, 0.0))[0] + 1
-            wait = min(self.settings.retry_backoff * 2**count, self.settings.failed_retry_max)
-            self._failures[device] = (count, now + wait)
 
     def _pass_record(
         self,
         snapshot: Snapshot,
         placed: placement.Placement,
         desired: bodies.Bodies,
-        applied: Mapping[str, Mapping[str, str]],
         plan: Plan,
-        outcomes: list[executor.Outcome],
         now: float,
     ) -> PassRecord:
         steps = tuple(
             StepRecord(name, index, step.device, step.status.value, step.reason, now)
             for (name, index), step in sorted(placed.steps.items())
         )
-        # Failures of this pass, and of earlier ones whose device waits for its retry.
-        errors = dict(self._failing)
-        done = {(o.action.device, o.action.deployment): o.action for o in outcomes if o.ok}
         statuses = []
         for device, deployments in desired.items():
             for name, body in deployments.items():
                 digest = bodies.body_digest(body)
-                key = (device, name)
-                if key in errors:
-                    error, attempts = errors[key]
-                    statuses.append(StatusRecord(device, name, "failed", error, attempts, now))
-                elif key in done or applied.get(device, {}).get(name) == digest:
-                    statuses.append(StatusRecord(device, name, "synced", None, 0, now))
-                else:
-                    statuses.append(StatusRecord(device, name, "progressing", None, 0, now))
-        events = [_event(o) for o in outcomes]
+                # `synced` is decided by the store, against what is acknowledged under the
+                # device's current incarnation at the moment of writing.
+                failed = self.workers.error(device, name, digest)
+                status, error, attempts = (
+                    ("failed", *failed) if failed else ("progressing", None, 0)
+                )
+                statuses.append(StatusRecord(
+                    device, name, status, error, attempts, now, body_digest=digest,
+                    commit_sha=snapshot.commit_sha,
+                ))  # fmt: skip
+        events = []
         hold = plan.hold.reason if plan.hold else None
         if hold != self._last_hold and hold is not None:
             events.append(Event("held", hold))
@@ -216,12 +243,6 @@ class Reconciler:
             commit_sha=snapshot.commit_sha,
             steps=steps,
             statuses=tuple(statuses),
-            applied=tuple(
-                (a.device, a.deployment, a.digest) for a in done.values() if isinstance(a, Deploy)
-            ),
-            removed=tuple(
-                (a.device, a.deployment) for a in done.values() if isinstance(a, Undeploy)
-            ),
             events=tuple(events),
         )
 

@@ -133,23 +133,30 @@ class ReconcileSettings:
     failover (`GITOPS_RETURN_AFTER`): a device that flaps does not drag work back and forth."""
 
     concurrency: int = 32
-    """Devices deployed to at once (`GITOPS_DEPLOY_CONCURRENCY`); each device's own actions run
-    one after the other."""
+    """Devices deployed to at once (`GITOPS_DEPLOY_CONCURRENCY`), over all per-device workers;
+    each device's own actions run one after the other. A hanging device holds one slot."""
 
     attempts: int = 3
-    """Tries of one deploy or undeploy within a pass before it is marked failed."""
+    """Tries of one deploy or undeploy in a row before it is marked failed; the device's worker
+    then waits its own backoff (see `failed_retry_max`) and tries again."""
 
     retry_backoff: float = 0.5
     """Seconds before the second try, doubled for each next one (with jitter)."""
 
     failed_retry_max: float = 60.0
     """Longest wait, in seconds, before a device whose deploys failed is tried again; the wait
-    doubles from `retry_backoff` with each failing pass."""
+    doubles from `retry_backoff` with each failed round of that device, with jitter."""
 
 
 @dataclass(frozen=True)
 class DeviceSettings:
     """How devices are watched, and how much of what they send is kept."""
+
+    registration_window: float = 5.0
+    """Seconds after a device's introduction (mDNS, `devices.yaml`) in which its first
+    registration belongs to the same start rather than a restart (`--registration-window`,
+    `GITOPS_REGISTRATION_WINDOW`). A supervisor registers about 0.4 s after it announces
+    itself; 5 s covers a slow device, and a real restart takes longer than that to reach us."""
 
     health_interval: float = 10.0
     """Seconds between health checks of each device (`GITOPS_HEALTH_INTERVAL`)."""

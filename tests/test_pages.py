@@ -389,8 +389,9 @@ def test_the_pages_in_a_real_browser(tmp_path: Path) -> None:
             expect(page.locator("#live")).to_have_text("live", timeout=LIVE)
             _mark(page)
             site.fleet.run(site.fleet.fleet["sup1"].restart())
-            restart = page.locator(".events li").filter(has_text="restart").first
-            expect(restart.locator(".badge")).to_have_text("restart", timeout=LIVE)
+            # (the redeploys say "(restarted)" too: look for the event's own kind)
+            restart = page.locator(".events li .badge").filter(has_text=re.compile("^restart$"))
+            expect(restart.first).to_have_text("restart", timeout=LIVE)
             _not_reloaded(page)
 
             # A rejected commit is shown with its problems; the fleet keeps the last good one.
@@ -425,3 +426,15 @@ def test_the_pages_in_a_real_browser(tmp_path: Path) -> None:
                 phone.close()
         finally:
             context.close()
+
+
+def test_the_device_page_shows_what_the_device_acknowledged_since_it_started(site: Site) -> None:
+    detail = site.api("/api/v1/devices/sup1")
+    entry = next(e for e in detail["ledger"] if e["deployment"] == "fibo-chain")
+    assert entry["status"] == "synced"
+    assert entry["applied_digest"] == entry["desired_digest"]
+    assert entry["pending_since"] is None
+    html = site.get("/devices/sup1").text
+    assert "Acknowledged since it started" in html
+    assert f"<dd>{detail['incarnation']}, started" in html
+    assert f"<code>{entry['applied_digest'][:12]}</code>" in html

@@ -78,33 +78,40 @@ def plan(
     prune_limit: float = 0.5,
     restarted: Set[DeviceId] = frozenset(),
     deployments: Set[str] | None = None,
+    recorded: Mapping[DeviceId, Mapping[str, str]] | None = None,
 ) -> Plan:
     """The deploys and undeploys that make every device run its `desired` bodies.
 
-    `applied` holds the digests of the bodies each device is known to run; `restarted` the
-    devices that lost theirs, which get everything they should run again; `deployments`, when
-    given, the names in the desired snapshot (see the prune guard). Deploys go to eligible
+    `applied` holds the digests of the bodies each device is known to run (acknowledged since
+    its last start); `recorded`, when given, the last body each device acknowledged in any of
+    its incarnations (a superset of `applied`): what a device lost in a restart is redeployed
+    as `restarted`, and what it may still run is undeployed when no longer wanted (a 404 is
+    fine). `restarted` names devices that lost everything; `deployments`, when given, the
+    names in the desired snapshot (see the prune guard). Deploys go to eligible
     devices only and undeploys to online ones; the rest is noted, not acted on, and planned
     again on a later pass.
 
     Prune guard (design §2): when more than `prune_limit` (0..1) of the running (device,
     deployment) pairs would be removed from the fleet, the plan is held: it has no actions but
-    the redeploys of unchanged bodies to `restarted` devices, which only restore what they ran.
-    Holding everything, deploys too, is what "the commit is held, not applied" means: a
+    the redeploys of unchanged bodies to restarted devices, which only restore what they ran:
+    the hold stops undeploys and the held commit's changes, never a redeploy. Holding the rest,
+    deploys too, is what "the commit is held, not applied" means: a
     force-push to an unrelated history changes nothing until a later commit or a higher limit
     releases it. Only pairs whose deployment runs on no device afterwards count as removed: a
     step that moves to another device is not a prune, and with `deployments` given neither is
     a deployment of the repository that waits for a device, so an outage never trips the guard.
     """
+    recorded = applied if recorded is None else recorded
     notes: list[str] = []
     deploys: list[Deploy] = []
     for device in sorted(desired):
         view, known = fleet.get(device), applied.get(device, {})
+        ran = recorded.get(device, {})
         for name in sorted(desired[device]):
             body = desired[device][name]
             digest = body_digest(body)
             why: DeployReason
-            if device in restarted:
+            if device in restarted or (name not in known and name in ran):
                 why = DeployReason.RESTARTED
             elif name not in known:
                 why = DeployReason.NEW
@@ -122,9 +129,9 @@ def plan(
             placed_on.setdefault(name, []).append(device)
     undeploys: list[Undeploy] = []
     removed = 0
-    for device in sorted(applied):
+    for device in sorted(recorded):
         view, wanted = fleet.get(device), desired.get(device, {})
-        for name in sorted(set(applied[device]) - set(wanted)):
+        for name in sorted(set(recorded[device]) - set(wanted)):
             elsewhere = placed_on.get(name)
             reason: str
             if elsewhere:
@@ -141,12 +148,12 @@ def plan(
                 notes.append(f"not undeploying {name} from {device}: {_why(device, view)}")
                 continue
             undeploys.append(Undeploy(device, name, reason))
-    running = sum(len(names) for names in applied.values())
+    running = sum(len(names) for names in recorded.values())
     if running and removed / running > prune_limit:
         return _held(
             deploys,
             undeploys=undeploys,
-            applied=applied,
+            applied=recorded,
             notes=notes,
             removed=removed,
             running=running,

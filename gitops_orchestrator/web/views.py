@@ -142,7 +142,31 @@ class CommitDetailView(CommitView):
     """What happened for this commit (accepted or rejected, deploys, holds), newest first."""
 
 
+class LedgerView(View):
+    """One deployment on a device: what it should run, and what it acknowledged since it
+    started (design §2: statuses come only from the current incarnation)."""
+
+    deployment: str
+    status: str
+    """`synced` only when `applied_digest` is `desired_digest`; else `progressing`, `failed`,
+    or `undeploying` for a body it runs that is no longer desired there."""
+    desired_digest: str | None
+    desired_commit: str | None
+    applied_digest: str | None
+    """The body acknowledged under the current incarnation; null when none is."""
+    applied_commit: str | None
+    applied_at: str | None
+    pending_since: str | None
+    """Since when the desired body waits to be acknowledged; null once it is."""
+    error: str | None = None
+
+
 class DeviceDetailView(DeviceView):
+    incarnation: int
+    """Grows with every restart sign (and after we could not see the device)."""
+    started_at: str | None
+    """When the current incarnation started, as far as we know (null: unknown)."""
+    ledger: list[LedgerView]
     platform: dict[str, Any]
     health: dict[str, Any] | None
     health_history: list[HealthView]
@@ -471,6 +495,9 @@ def device_detail(store: Store, name: str) -> DeviceDetailView | None:
     base = fleet.device(record)
     return DeviceDetailView(
         **base.model_dump(),
+        incarnation=record.incarnation,
+        started_at=timestamp(record.started_at),
+        ledger=device_ledger(store, name),
         platform=dict(record.platform),
         health=dict(record.health) if record.health else None,
         health_history=[
@@ -488,6 +515,29 @@ def device_detail(store: Store, name: str) -> DeviceDetailView | None:
         ],
         events=[event_view(row) for row in store.events(device=name, limit=50)],
     )
+
+
+def device_ledger(store: Store, name: str) -> list[LedgerView]:
+    """Desired and acknowledged bodies of one device, deployment by deployment."""
+    statuses = {s.deployment: s for s in store.deploy_statuses(name)}
+    applied = {a.deployment: a for a in store.ledger(name)}
+    ledger = []
+    for deployment in sorted(set(statuses) | set(applied)):
+        status, done = statuses.get(deployment), applied.get(deployment)
+        ledger.append(
+            LedgerView(
+                deployment=deployment,
+                status=status.status if status else "undeploying",
+                desired_digest=status.body_digest if status else None,
+                desired_commit=status.commit_sha if status else None,
+                applied_digest=done.body_digest if done else None,
+                applied_commit=done.commit_sha if done else None,
+                applied_at=timestamp(done.applied_at) if done else None,
+                pending_since=timestamp(status.pending_since) if status else None,
+                error=status.error if status else None,
+            )
+        )
+    return ledger
 
 
 def modules_page(store: Store, *, offset: int, limit: int) -> ModulePage:

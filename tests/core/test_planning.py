@@ -197,6 +197,33 @@ def test_prune_guard_holds_a_plan_that_removes_too_much() -> None:
     assert result.notes[-1] == "held: 7 actions wait for the hold to be released"
 
 
+def test_a_hold_gives_a_device_that_restarted_back_what_it_ran() -> None:
+    """Seen case 5: what a device acknowledged before its restart is only `recorded`."""
+    recorded = running(10)
+    applied = {device: names for device, names in recorded.items() if device != "sup2"}
+    result = planning.plan(keeping(recorded, 4), applied=applied, recorded=recorded, fleet=FLEET)
+    assert result.hold is not None
+    assert result.hold.removed == 6
+    # Redeploys of what sup2 ran (d1 and d3 are kept); no undeploy, no new deployment.
+    assert result.actions == (
+        deploy("sup2", "d1", DeployReason.RESTARTED),
+        deploy("sup2", "d3", DeployReason.RESTARTED),
+    )
+
+
+def test_what_a_device_may_still_run_is_undeployed_and_lost_bodies_redeployed() -> None:
+    recorded = {"sup1": {"old": digest("old"), "kept": digest("kept")}}
+    result = planning.plan(
+        {"sup1": {"kept": body("kept")}}, applied={}, recorded=recorded, fleet=FLEET,
+        prune_limit=1.0,
+    )  # fmt: skip
+    assert result.actions == (
+        deploy("sup1", "kept", DeployReason.RESTARTED),
+        Undeploy("sup1", "old", "desired on no device (removed from the repository, or not "
+                 "fully placed)"),
+    )  # fmt: skip
+
+
 def test_prune_guard_allows_up_to_the_limit() -> None:
     applied = running(10)
     result = planning.plan(keeping(applied, 5), applied=applied, fleet=FLEET)
