@@ -131,7 +131,7 @@ async def run(settings: Settings) -> None:
     )  # fmt: skip
     services = app.Services(
         store=store, repo=followed.display, branch=followed.branch, fetch=followed,
-        introducer=introducer, runner=running.Runner(store, client), logs=sink,
+        introducer=introducer, runner=running.Runner(store, devices_client), logs=sink,
         public_url=public_url,
         background=[syncer.run, loop.run, checker.run, sink.run, browser.run],
     )  # fmt: skip

@@ -18,7 +18,12 @@ import pytest
 from test_serve import free_port
 
 from gitops_orchestrator.errors import SupervisorRejected, SupervisorUnreachable
-from gitops_orchestrator.supervisor import DESCRIPTION_PATH, MAX_ANSWER, SupervisorClient
+from gitops_orchestrator.supervisor import (
+    DESCRIPTION_PATH,
+    MAX_ANSWER,
+    MAX_NESTING,
+    SupervisorClient,
+)
 
 T = TypeVar("T")
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -277,3 +282,107 @@ def test_description_of_the_wrong_shape_is_rejected(
 ) -> None:
     with pytest.raises(SupervisorRejected, match=match):
         call(answering(status, **content), lambda s: s.description(DEVICE))
+
+
+# -- bounded answers (issue 11, seen case 8) -------------------------------------------------
+
+DEEP = "[" * 60000  # what the hostile device of seen case 8 answered
+
+
+def health(supervisor: SupervisorClient) -> Coroutine[Any, Any, Any]:
+    return supervisor.health(DEVICE, forwarded_for="10.0.0.1", timeout=5.0)
+
+
+EVERY_CALL: dict[str, Callable[[SupervisorClient], Coroutine[Any, Any, Any]]] = {
+    "deploy": deploy,
+    "health": health,
+    "description": lambda s: s.description(DEVICE),
+    "register": lambda s: s.register(DEVICE, "http://orch:3000"),
+    "undeploy": lambda s: s.undeploy(DEVICE, "fibo-chain"),
+    "fetch": lambda s: fetch_json(s),
+}
+# The calls whose answer is read as JSON (register and undeploy look at the status only).
+JSON_CALLS = {name: EVERY_CALL[name] for name in ("deploy", "health", "description", "fetch")}
+
+
+async def fetch_json(supervisor: SupervisorClient) -> Any:
+    answer = await supervisor.fetch("GET", DEVICE + "/request-history/fibo:fibo:fibo:1")
+    return answer.json()
+
+
+@pytest.mark.parametrize("action", JSON_CALLS.values(), ids=JSON_CALLS.keys())
+@pytest.mark.parametrize("status", [200, 500])
+def test_deeply_nested_json_is_the_devices_failure_not_a_recursion_error(
+    action: Callable[[SupervisorClient], Coroutine[Any, Any, Any]], status: int
+) -> None:
+    hostile = answering(status, content=DEEP.encode(), headers={"Content-Type": "application/json"})
+    with pytest.raises(SupervisorRejected, match="nested deeper than"):
+        call(hostile, action)
+
+
+@pytest.mark.parametrize("depth", [MAX_NESTING + 1, 900])
+def test_nesting_over_the_limit_is_rejected_even_when_python_could_parse_it(depth: int) -> None:
+    nested = "[" * depth + "]" * depth
+    document = '{"cpuUsage": 1, "deep": ' + nested + "}"
+    hostile = answering(200, content=document.encode())
+    with pytest.raises(SupervisorRejected, match=f"nested deeper than {MAX_NESTING}"):
+        call(hostile, health)
+
+
+def test_nesting_up_to_the_limit_is_fine() -> None:
+    nested = "[" * (MAX_NESTING - 1) + "]" * (MAX_NESTING - 1)
+    report, known = call(answering(200, content=f'{{"deep": {nested}}}'.encode()), health)
+    assert "deep" in report
+    assert known is None
+
+
+class Endless(httpx.AsyncByteStream):
+    """An answer that never ends, counting what was read of it."""
+
+    def __init__(self, chunk: bytes = b" " * 65536) -> None:
+        self.chunk = chunk
+        self.sent = 0
+
+    async def __aiter__(self) -> Any:
+        while self.sent < 64 * MAX_ANSWER:  # a bound, so a broken client fails, not hangs
+            self.sent += len(self.chunk)
+            yield self.chunk
+
+
+@pytest.mark.parametrize("action", EVERY_CALL.values(), ids=EVERY_CALL.keys())
+def test_an_endless_answer_is_read_only_up_to_the_limit(
+    action: Callable[[SupervisorClient], Coroutine[Any, Any, Any]],
+) -> None:
+    stream = Endless()
+    with pytest.raises(SupervisorRejected, match=f"more than {MAX_ANSWER} bytes"):
+        call(lambda _request: httpx.Response(200, stream=stream), action)
+    assert stream.sent <= MAX_ANSWER + 2 * len(stream.chunk)
+
+
+def test_a_declared_length_over_the_limit_is_rejected_before_reading() -> None:
+    stream = Endless()
+    headers = {"Content-Length": str(10 * MAX_ANSWER)}
+    with pytest.raises(SupervisorRejected, match=f"more than {MAX_ANSWER} bytes"):
+        call(lambda _request: httpx.Response(200, stream=stream, headers=headers), health)
+    assert stream.sent == 0
+
+
+def test_a_compressed_answer_is_not_inflated() -> None:
+    import gzip
+
+    bomb = gzip.compress(b" " * (8 * MAX_ANSWER))
+    device = answering(200, content=bomb, headers={"Content-Encoding": "gzip"})
+    with pytest.raises(SupervisorRejected, match="gzip"):
+        call(device, health)
+    [request] = device.requests
+    assert request.headers["accept-encoding"] == "identity"
+
+
+def test_fetch_returns_status_and_json_for_the_runner() -> None:
+    entry = {"result": ["233", None], "success": True}
+    answer = call(
+        answering(200, json=entry),
+        lambda s: s.fetch("GET", DEVICE + "/request-history/x", params={"param0": "1"}),
+    )
+    assert (answer.status_code, answer.json()) == (200, entry)
+    assert call(answering(404, text="pending"), EVERY_CALL["fetch"]) is None
