@@ -109,7 +109,7 @@ async def run(settings: Settings) -> None:
         timeout=DEVICE_TIMEOUT, follow_redirects=False, trust_env=False,
         limits=httpx.Limits(max_connections=None, max_keepalive_connections=20),
     )  # fmt: skip
-    devices_client = supervisor.SupervisorClient(client)
+    devices_client = supervisor.SupervisorClient(client, direct_health=True)
     introducer = devices.Introducer(store, devices_client, public_url)
     loop = reconciler.Reconciler(
         store, devices_client, introducer, public_url, settings=settings.reconcile,

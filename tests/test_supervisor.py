@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -17,7 +18,7 @@ import httpx
 import pytest
 from test_serve import free_port
 
-from gitops_orchestrator.errors import SupervisorRejected, SupervisorUnreachable
+from gitops_orchestrator.errors import SupervisorError, SupervisorRejected, SupervisorUnreachable
 from gitops_orchestrator.supervisor import (
     DESCRIPTION_PATH,
     MAX_ANSWER,
@@ -386,3 +387,139 @@ def test_fetch_returns_status_and_json_for_the_runner() -> None:
     )
     assert (answer.status_code, answer.json()) == (200, entry)
     assert call(answering(404, text="pending"), EVERY_CALL["fetch"]) is None
+
+
+# -- health checks over real sockets, through httpx and through `probe` -------------------------
+
+
+Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Coroutine[Any, Any, None]]
+
+
+def answering_with(raw: bytes) -> Serve:
+    """A device that reads the request head, writes `raw` and closes (like Werkzeug)."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(raw)
+        await writer.drain()
+        writer.close()
+
+    return serve
+
+
+def check_on(serve: Serve, *, direct: bool, timeout: float = 5.0) -> Any:
+    """`health()` of a real server on 127.0.0.1 running `serve` per connection."""
+
+    async def main() -> Any:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with httpx.AsyncClient(trust_env=False) as client:
+                supervisor = SupervisorClient(client, direct_health=direct)
+                return await supervisor.health(
+                    f"http://127.0.0.1:{port}", forwarded_for="127.0.0.1", timeout=timeout
+                )
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    return asyncio.run(main())
+
+
+def http_answer(body: bytes, *headers: str, status: str = "200 OK") -> bytes:
+    head = [f"HTTP/1.1 {status}", "Content-Type: application/json", *headers]
+    if not any(h.lower().startswith(("content-length", "transfer-encoding")) for h in headers):
+        head.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join([*head, "Connection: close"]) + "\r\n\r\n").encode() + body
+
+
+BOTH = pytest.mark.parametrize("direct", [False, True], ids=["httpx", "probe"])
+
+
+@BOTH
+def test_a_health_answer_as_werkzeug_sends_it(direct: bool) -> None:
+    seen: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readuntil(b"\r\n\r\n"))
+        body = b'{\n  "cpuUsage": 0.0,\n  "memoryUsage": 0.01696944731363944\n}\n'
+        writer.write(http_answer(body, "Server: Werkzeug/3.1.9", "Custom-Orchestrator-Set: false"))
+        writer.close()
+
+    report, known = check_on(serve, direct=direct)
+    assert report == {"cpuUsage": 0.0, "memoryUsage": 0.01696944731363944}
+    assert known is False
+    [head] = seen
+    assert head.startswith(b"GET /health HTTP/1.1\r\n")
+    assert b"\r\nx-forwarded-for: 127.0.0.1\r\n" in head.lower()
+    assert b"\r\naccept-encoding: identity\r\n" in head.lower()
+
+
+@BOTH
+@pytest.mark.parametrize(
+    ("raw", "error", "match"),
+    [
+        (http_answer(DEEP.encode()), SupervisorRejected, "nested deeper than"),
+        (http_answer(b"{}", f"Content-Length: {10 * MAX_ANSWER}"), SupervisorRejected, "more than"),
+        (http_answer(b"x", "Content-Encoding: gzip"), SupervisorRejected, "gzip"),
+        (http_answer(b"<html></html>", status="500 INTERNAL SERVER ERROR"), SupervisorRejected,
+         "answered 500"),
+        (b"SSH-2.0-OpenSSH_9.2\r\n", SupervisorError, r"127\.0\.0\.1"),
+        (b"", SupervisorUnreachable, r"127\.0\.0\.1"),
+    ],
+    ids=["deep", "declared-too-long", "gzip", "500", "not-http", "closed-at-once"],
+)  # fmt: skip
+def test_a_bad_health_answer_is_the_devices_failure(
+    direct: bool, raw: bytes, error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        check_on(answering_with(raw), direct=direct)
+
+
+@BOTH
+def test_an_endless_health_answer_stops_at_the_limit(direct: bool) -> None:
+    sent = [0]
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b" " * 65536
+        try:
+            while sent[0] < 64 * MAX_ANSWER:
+                writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                await writer.drain()
+                sent[0] += len(chunk)
+        except ConnectionError:
+            pass  # the client hung up: what we want
+        writer.close()
+
+    with pytest.raises(SupervisorRejected, match=f"more than {MAX_ANSWER} bytes"):
+        check_on(serve, direct=direct)
+    assert sent[0] < 16 * MAX_ANSWER  # socket buffers aside, it stopped reading
+
+
+@BOTH
+def test_a_hanging_device_times_out(direct: bool) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        try:
+            await asyncio.sleep(5)
+        finally:
+            writer.close()
+
+    started = time.monotonic()
+    with pytest.raises(SupervisorUnreachable, match="timed out"):
+        check_on(serve, direct=direct, timeout=0.3)
+    assert time.monotonic() - started < 3
+
+
+@BOTH
+def test_a_refused_health_check_is_unreachable(direct: bool) -> None:
+    async def main() -> None:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            await SupervisorClient(client, direct_health=direct).health(
+                f"http://127.0.0.1:{free_port()}", forwarded_for="127.0.0.1", timeout=2
+            )
+
+    with pytest.raises(SupervisorUnreachable, match=r"127\.0\.0\.1"):
+        asyncio.run(main())
