@@ -35,7 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from reconcile import (  # noqa: E402  (bench/ is on the path: run as a script)
+from devices import raw_health  # noqa: E402  (bench/ is on the path: run as a script)
+from reconcile import (  # noqa: E402
     CLOCK_TICKS,
     git,
     git_commit_all,
@@ -151,34 +152,12 @@ def fleet_processes(
 # -- the baseline ------------------------------------------------------------------------------
 
 
-async def raw_sweep(urls: list[str], concurrency: int) -> None:
-    """`GET /health` of every device over raw sockets, a connection each."""
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one(url: str) -> None:
-        host, port = url.removeprefix("http://").rsplit(":", 1)
-        async with gate:
-            reader, writer = await asyncio.open_connection(host, int(port))
-            try:
-                writer.write(
-                    f"GET /health HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                    "X-Forwarded-For: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
-                )
-                answer = await reader.read()
-            finally:
-                writer.close()
-            if not answer.startswith(b"HTTP/1.1 200"):
-                raise RuntimeError(f"{url}/health: {answer[:60]!r}")
-
-    await asyncio.gather(*(one(url) for url in urls))
-
-
 def raw_cpu_per_sweep(urls: list[str], rounds: int = 3) -> float:
     """CPU seconds of this process for one raw sweep of `urls` (the best of `rounds`)."""
     best = float("inf")
     for _ in range(rounds):
         before = own_cpu()
-        asyncio.run(raw_sweep(urls, DEFAULTS.health_concurrency))
+        asyncio.run(raw_health(urls, DEFAULTS.health_concurrency))
         best = min(best, own_cpu() - before)
     return best
 

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import CLI, copy_sample, eventually, free_port, git, git_init_commit, write_files
+from test_deploy_e2e import _answers
 
 from gitops_orchestrator.simulator.device import Fault
 from gitops_orchestrator.simulator.fleet import FleetThread
@@ -87,13 +88,6 @@ def site(tmp_path: Path) -> Iterator[Site]:
         process.terminate()
         process.communicate(timeout=20)
         assert process.returncode == 0, log.read_text()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url + "/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_a_device_answering_deep_json_breaks_neither_sweeps_nor_passes(site: Site) -> None:
