@@ -169,7 +169,8 @@ async def _serve(
         services = web_app.Services(
             store=store, repo="bench", branch="main", fetch=_Nothing(),
             introducer=devices.Introducer(store, SupervisorClient(client), CLOSED_URL),
-            runner=running.Runner(store, client), logs=sink, background=[sink.run],
+            runner=running.Runner(store, SupervisorClient(client)), logs=sink,
+            background=[sink.run],
         )  # fmt: skip
         application: Any = web_app.create_app(services)
     else:
@@ -634,7 +635,7 @@ def in_process(workdir: Path, requests: int) -> dict[str, float]:
         services = web_app.Services(
             store=store, repo="bench", branch="main", fetch=_Nothing(),
             introducer=devices.Introducer(store, SupervisorClient(httpx.AsyncClient()), CLOSED_URL),
-            runner=running.Runner(store, httpx.AsyncClient()), logs=sink,
+            runner=running.Runner(store, SupervisorClient(httpx.AsyncClient())), logs=sink,
         )  # fmt: skip
         real = web_app.create_app(services)
         routes_only = Starlette(routes=real.routes, lifespan=real.router.lifespan_context)

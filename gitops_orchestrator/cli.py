@@ -40,6 +40,7 @@ from .settings import (
     WebSettings,
     with_variables,
 )
+from .simulator.device import Fault
 from .simulator.fleet import Fleet, run_device
 
 
@@ -587,6 +588,18 @@ def status_command(orchestrator: str, output_format: str) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where to keep modules (default: a temporary folder).",
 )
+@click.option(
+    "--fault",
+    type=click.Choice([fault.value for fault in Fault]),
+    help="Misbehave on every request (for manual tests): hang, error, html, nested, ...",
+)
+@click.option(
+    "--fault-after",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Seconds after the start before --fault applies (so it can be introduced first).",
+)
 def device(
     name: str,
     host: str,
@@ -595,6 +608,8 @@ def device(
     interfaces: str | None,
     mdns: bool,
     data_dir: Path | None,
+    fault: str | None,
+    fault_after: float,
 ) -> None:
     """A simulated supervisor, for demos and tests (not a production supervisor)."""
     if "." in name or not name:
@@ -603,7 +618,7 @@ def device(
     logging.config.dictConfig(logformat.config(LogSettings()))
     run_device(
         name, host=host, port=port, orchestrator_url=orchestrator, interfaces=names, mdns=mdns,
-        data_dir=data_dir,
+        data_dir=data_dir, fault=Fault(fault) if fault else None, fault_after=fault_after,
     )  # fmt: skip
 
 

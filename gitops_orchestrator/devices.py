@@ -77,10 +77,14 @@ class Introducer:
         # 900 s by default), and it may post before its own server answers: try a few times.
         for delay in (*RETRIES, None):
             async with self._gate:
-                introduced = await self.introduce(
-                    name, addresses=addresses, port=port, tls=tls, origin="registered",
-                    registered_at=arrived,
-                )  # fmt: skip
+                try:
+                    introduced = await self.introduce(
+                        name, addresses=addresses, port=port, tls=tls, origin="registered",
+                        registered_at=arrived,
+                    )  # fmt: skip
+                except Exception:  # one device's surprise must not end quietly in its task
+                    logger.exception("unexpected error introducing %s", name)
+                    introduced = None
             if introduced is not None or delay is None:
                 return
             await asyncio.sleep(delay)

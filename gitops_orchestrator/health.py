@@ -158,12 +158,20 @@ class HealthChecker:
                 record.url, forwarded_for=self.forwarded_for, timeout=self.settings.health_timeout
             )
         except SupervisorError as exc:
-            return judge(
-                record, ok=False, report=None, known=None, error=str(exc), now=self.clock(),
-                failures_to_offline=self.settings.health_failures,
-            )  # fmt: skip
+            return self._failed(record, str(exc))
+        except Exception as exc:
+            # A bug or a hostile answer we did not foresee is this device's failed check:
+            # it must never abort the gather, and so the sweep of every other device.
+            logger.exception("unexpected error checking %s", record.device)
+            return self._failed(record, f"unexpected error: {type(exc).__name__}: {exc}")
         return judge(
             record, ok=True, report=report, known=known, error=None, now=self.clock(),
+            failures_to_offline=self.settings.health_failures,
+        )  # fmt: skip
+
+    def _failed(self, record: DeviceRecord, error: str) -> Checked:
+        return judge(
+            record, ok=False, report=None, known=None, error=error, now=self.clock(),
             failures_to_offline=self.settings.health_failures,
         )  # fmt: skip
 

@@ -131,7 +131,7 @@ async def run(settings: Settings) -> None:
         timeout=DEVICE_TIMEOUT, follow_redirects=False, trust_env=False,
         limits=httpx.Limits(max_connections=None, max_keepalive_connections=20),
     )  # fmt: skip
-    devices_client = supervisor.SupervisorClient(client)
+    devices_client = supervisor.SupervisorClient(client, direct_health=True)
     # Any device may have restarted while we were not running, and a supervisor that
     # registered meanwhile never tries again (protocol §2): what each runs is unknown, so
     # its work is posted once more, at most once per (deployment, device).
@@ -164,7 +164,7 @@ async def run(settings: Settings) -> None:
     )  # fmt: skip
     services = app.Services(
         store=store, repo=followed.display, branch=lambda: followed.branch, fetch=followed,
-        introducer=introducer, runner=running.Runner(store, client), logs=sink,
+        introducer=introducer, runner=running.Runner(store, devices_client), logs=sink,
         public_url=public_url,
         background=[syncer.run, loop.run, checker.run, sink.run, browser.run],
     )  # fmt: skip

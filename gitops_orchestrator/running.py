@@ -4,6 +4,8 @@ The first step's endpoint is called on its device with the arguments as `param0,
 (and input files as multipart parts); the `resultUrl` it answers is followed, hop by hop along
 the chain, until the last step's result is there, failed, or the wait is over. An integer
 result is returned as a number, a file result as the URL to fetch it from its device.
+Every answer is read through `SupervisorClient.fetch`, bounded in size and nesting: a hostile
+device fails the run with a 502, never with an exception out of the route.
 """
 
 from __future__ import annotations
@@ -15,10 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
-from .errors import RunFailed
+from .errors import RunFailed, SupervisorError, SupervisorUnreachable
 from .store import Store
+from .supervisor import Answer, SupervisorClient
 
 # How often a pending result is asked for again.
 POLL = 0.05
@@ -33,9 +34,9 @@ class RunResult:
 
 
 class Runner:
-    def __init__(self, store: Store, client: httpx.AsyncClient) -> None:
+    def __init__(self, store: Store, supervisor: SupervisorClient) -> None:
         self.store = store
-        self.client = client
+        self.supervisor = supervisor
 
     async def run(
         self,
@@ -53,18 +54,18 @@ class Runner:
             # A GET runs before it answers, so the first call shares the wait; it gets at least
             # a moment, so that `?wait=0` still returns the resultUrl to follow.
             async with asyncio.timeout(max(FIRST_CALL_MIN, deadline - time.monotonic())):
-                answer = await self.client.request(
+                answer = await self.supervisor.fetch(
                     method.upper(), url, params=params, files=dict(files) or None
                 )
+            result_url = _json(answer).get("resultUrl") if answer.is_success else None
         except TimeoutError as exc:
             raise RunFailed(
                 504, f"the first step's device did not answer within {wait:g} s"
             ) from exc
-        except httpx.HTTPError as exc:
-            raise RunFailed(
-                502, f"the first step's device did not answer: {_describe(exc)}"
-            ) from exc
-        result_url = _json(answer).get("resultUrl") if answer.is_success else None
+        except SupervisorUnreachable as exc:
+            raise RunFailed(502, f"the first step's device did not answer: {exc}") from exc
+        except SupervisorError as exc:
+            raise RunFailed(502, f"the first step's device answered badly: {exc}") from exc
         if not isinstance(result_url, str):
             raise RunFailed(502, f"the first step's device answered {answer.status_code}")
         return await self._follow(result_url, deadline=deadline)
@@ -102,16 +103,15 @@ class Runner:
                 raise RunFailed(504, "the result is not ready yet", result_url=url)
             try:
                 async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                    answer = await self.client.get(url)
+                    answer = await self.supervisor.fetch("GET", url)
+                if answer.status_code == 404:  # pending: queued or still running
+                    await asyncio.sleep(POLL)
+                    continue
+                entry = _json(answer)
             except TimeoutError as exc:
                 raise RunFailed(504, "the result is not ready yet", result_url=url) from exc
-            except httpx.HTTPError as exc:
-                message = f"cannot read {url}: {_describe(exc)}"
-                raise RunFailed(502, message, result_url=url) from exc
-            if answer.status_code == 404:  # pending: queued or still running
-                await asyncio.sleep(POLL)
-                continue
-            entry = _json(answer)
+            except SupervisorError as exc:
+                raise RunFailed(502, f"cannot read {url}: {exc}", result_url=url) from exc
             if answer.status_code != 200 or not entry.get("success", True):
                 detail = entry.get("result") or answer.text[:200]
                 raise RunFailed(502, f"the run failed at {url}: {detail}", result_url=url)
@@ -137,14 +137,7 @@ def _decoded(result: Any, entry: Mapping[str, Any], url: str) -> Any:
         return value
 
 
-def _describe(exc: Exception) -> str:
-    """httpx errors often have no message (a ReadTimeout): name the error then."""
-    return str(exc) or type(exc).__name__
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        document = response.json()
-    except ValueError:
-        return {}
+def _json(answer: Answer) -> dict[str, Any]:
+    """The answer's JSON object, or {} (too deep raises the device's SupervisorRejected)."""
+    document = answer.json()
     return document if isinstance(document, dict) else {}

@@ -133,3 +133,55 @@ def test_health_history_is_a_ring_per_device(tmp_path: Path) -> None:
         assert [c.report for c in checks] == [{"n": n} for n in range(29, 24, -1)]
     finally:
         store.close()
+
+
+class BrokenFor(SupervisorClient):
+    """Real HTTP, except that checking `broken_url` raises what no device call should."""
+
+    def __init__(self, client: httpx.AsyncClient, broken_url: str) -> None:
+        super().__init__(client)
+        self.broken_url = broken_url
+
+    async def health(
+        self, base_url: str, *, forwarded_for: str, timeout: float
+    ) -> tuple[dict[str, object], bool | None]:
+        if base_url == self.broken_url:
+            raise RecursionError("maximum recursion depth exceeded while decoding a JSON array")
+        return await super().health(base_url, forwarded_for=forwarded_for, timeout=timeout)
+
+
+def test_one_unexpected_exception_does_not_abort_the_sweep(tmp_path: Path) -> None:
+    """Issue 11, seen case 8: one exception in the sweep's gather failed every sweep."""
+
+    async def scenario() -> None:
+        store = Store.open(None)
+        async with httpx.AsyncClient() as client, Fleet(data_dir=tmp_path) as fleet:
+            devices = await fleet.add(6)
+            now = time.time()
+            for device in devices:
+                record = DeviceRecord(
+                    device=device.name, url=device.url, addresses=(device.host,),
+                    port=device.port, interfaces=(), platform={}, origin="registered",
+                    state="online", introduced_at=now, online_since=now, last_seen=now,
+                    orchestrator_set=True,
+                )  # fmt: skip
+                store.upsert_device(record)
+            devices[1].fault = Fault.ERROR  # an honest failure, to go offline as it should
+            settings = DeviceSettings(health_failures=2)
+            checker = HealthChecker(
+                store, BrokenFor(client, devices[0].url), "http://127.0.0.1:9", settings=settings
+            )
+            for _ in range(2):
+                results = await checker.sweep()
+                assert len(results) == len(devices)
+            states = {r.device: (r.state, r.failures) for r in store.devices()}
+            assert states[devices[0].name] == ("offline", 2)  # its check failed, twice
+            assert states[devices[1].name] == ("offline", 2)
+            assert all(states[d.name] == ("online", 0) for d in devices[2:])
+            [last, *_] = store.health_checks(devices[0].name, limit=5)
+            assert last.ok is False
+            assert last.error is not None
+            assert "RecursionError" in last.error
+        store.close()
+
+    asyncio.run(scenario())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -17,8 +18,13 @@ import httpx
 import pytest
 from test_serve import free_port
 
-from gitops_orchestrator.errors import SupervisorRejected, SupervisorUnreachable
-from gitops_orchestrator.supervisor import DESCRIPTION_PATH, MAX_ANSWER, SupervisorClient
+from gitops_orchestrator.errors import SupervisorError, SupervisorRejected, SupervisorUnreachable
+from gitops_orchestrator.supervisor import (
+    DESCRIPTION_PATH,
+    MAX_ANSWER,
+    MAX_NESTING,
+    SupervisorClient,
+)
 
 T = TypeVar("T")
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -277,3 +283,243 @@ def test_description_of_the_wrong_shape_is_rejected(
 ) -> None:
     with pytest.raises(SupervisorRejected, match=match):
         call(answering(status, **content), lambda s: s.description(DEVICE))
+
+
+# -- bounded answers (issue 11, seen case 8) -------------------------------------------------
+
+DEEP = "[" * 60000  # what the hostile device of seen case 8 answered
+
+
+def health(supervisor: SupervisorClient) -> Coroutine[Any, Any, Any]:
+    return supervisor.health(DEVICE, forwarded_for="10.0.0.1", timeout=5.0)
+
+
+EVERY_CALL: dict[str, Callable[[SupervisorClient], Coroutine[Any, Any, Any]]] = {
+    "deploy": deploy,
+    "health": health,
+    "description": lambda s: s.description(DEVICE),
+    "register": lambda s: s.register(DEVICE, "http://orch:3000"),
+    "undeploy": lambda s: s.undeploy(DEVICE, "fibo-chain"),
+    "fetch": lambda s: fetch_json(s),
+}
+# The calls whose answer is read as JSON (register and undeploy look at the status only).
+JSON_CALLS = {name: EVERY_CALL[name] for name in ("deploy", "health", "description", "fetch")}
+
+
+async def fetch_json(supervisor: SupervisorClient) -> Any:
+    answer = await supervisor.fetch("GET", DEVICE + "/request-history/fibo:fibo:fibo:1")
+    return answer.json()
+
+
+@pytest.mark.parametrize("action", JSON_CALLS.values(), ids=JSON_CALLS.keys())
+@pytest.mark.parametrize("status", [200, 500])
+def test_deeply_nested_json_is_the_devices_failure_not_a_recursion_error(
+    action: Callable[[SupervisorClient], Coroutine[Any, Any, Any]], status: int
+) -> None:
+    hostile = answering(status, content=DEEP.encode(), headers={"Content-Type": "application/json"})
+    with pytest.raises(SupervisorRejected, match="nested deeper than"):
+        call(hostile, action)
+
+
+@pytest.mark.parametrize("depth", [MAX_NESTING + 1, 900])
+def test_nesting_over_the_limit_is_rejected_even_when_python_could_parse_it(depth: int) -> None:
+    nested = "[" * depth + "]" * depth
+    document = '{"cpuUsage": 1, "deep": ' + nested + "}"
+    hostile = answering(200, content=document.encode())
+    with pytest.raises(SupervisorRejected, match=f"nested deeper than {MAX_NESTING}"):
+        call(hostile, health)
+
+
+def test_nesting_up_to_the_limit_is_fine() -> None:
+    nested = "[" * (MAX_NESTING - 1) + "]" * (MAX_NESTING - 1)
+    report, known = call(answering(200, content=f'{{"deep": {nested}}}'.encode()), health)
+    assert "deep" in report
+    assert known is None
+
+
+class Endless(httpx.AsyncByteStream):
+    """An answer that never ends, counting what was read of it."""
+
+    def __init__(self, chunk: bytes = b" " * 65536) -> None:
+        self.chunk = chunk
+        self.sent = 0
+
+    async def __aiter__(self) -> Any:
+        while self.sent < 64 * MAX_ANSWER:  # a bound, so a broken client fails, not hangs
+            self.sent += len(self.chunk)
+            yield self.chunk
+
+
+@pytest.mark.parametrize("action", EVERY_CALL.values(), ids=EVERY_CALL.keys())
+def test_an_endless_answer_is_read_only_up_to_the_limit(
+    action: Callable[[SupervisorClient], Coroutine[Any, Any, Any]],
+) -> None:
+    stream = Endless()
+    with pytest.raises(SupervisorRejected, match=f"more than {MAX_ANSWER} bytes"):
+        call(lambda _request: httpx.Response(200, stream=stream), action)
+    assert stream.sent <= MAX_ANSWER + 2 * len(stream.chunk)
+
+
+def test_a_declared_length_over_the_limit_is_rejected_before_reading() -> None:
+    stream = Endless()
+    headers = {"Content-Length": str(10 * MAX_ANSWER)}
+    with pytest.raises(SupervisorRejected, match=f"more than {MAX_ANSWER} bytes"):
+        call(lambda _request: httpx.Response(200, stream=stream, headers=headers), health)
+    assert stream.sent == 0
+
+
+def test_a_compressed_answer_is_not_inflated() -> None:
+    import gzip
+
+    bomb = gzip.compress(b" " * (8 * MAX_ANSWER))
+    device = answering(200, content=bomb, headers={"Content-Encoding": "gzip"})
+    with pytest.raises(SupervisorRejected, match="gzip"):
+        call(device, health)
+    [request] = device.requests
+    assert request.headers["accept-encoding"] == "identity"
+
+
+def test_fetch_returns_status_and_json_for_the_runner() -> None:
+    entry = {"result": ["233", None], "success": True}
+    answer = call(
+        answering(200, json=entry),
+        lambda s: s.fetch("GET", DEVICE + "/request-history/x", params={"param0": "1"}),
+    )
+    assert (answer.status_code, answer.json()) == (200, entry)
+    assert call(answering(404, text="pending"), EVERY_CALL["fetch"]) is None
+
+
+# -- health checks over real sockets, through httpx and through `probe` -------------------------
+
+
+Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Coroutine[Any, Any, None]]
+
+
+def answering_with(raw: bytes) -> Serve:
+    """A device that reads the request head, writes `raw` and closes (like Werkzeug)."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(raw)
+        await writer.drain()
+        writer.close()
+
+    return serve
+
+
+def check_on(serve: Serve, *, direct: bool, timeout: float = 5.0) -> Any:
+    """`health()` of a real server on 127.0.0.1 running `serve` per connection."""
+
+    async def main() -> Any:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with httpx.AsyncClient(trust_env=False) as client:
+                supervisor = SupervisorClient(client, direct_health=direct)
+                return await supervisor.health(
+                    f"http://127.0.0.1:{port}", forwarded_for="127.0.0.1", timeout=timeout
+                )
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    return asyncio.run(main())
+
+
+def http_answer(body: bytes, *headers: str, status: str = "200 OK") -> bytes:
+    head = [f"HTTP/1.1 {status}", "Content-Type: application/json", *headers]
+    if not any(h.lower().startswith(("content-length", "transfer-encoding")) for h in headers):
+        head.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join([*head, "Connection: close"]) + "\r\n\r\n").encode() + body
+
+
+BOTH = pytest.mark.parametrize("direct", [False, True], ids=["httpx", "probe"])
+
+
+@BOTH
+def test_a_health_answer_as_werkzeug_sends_it(direct: bool) -> None:
+    seen: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readuntil(b"\r\n\r\n"))
+        body = b'{\n  "cpuUsage": 0.0,\n  "memoryUsage": 0.01696944731363944\n}\n'
+        writer.write(http_answer(body, "Server: Werkzeug/3.1.9", "Custom-Orchestrator-Set: false"))
+        writer.close()
+
+    report, known = check_on(serve, direct=direct)
+    assert report == {"cpuUsage": 0.0, "memoryUsage": 0.01696944731363944}
+    assert known is False
+    [head] = seen
+    assert head.startswith(b"GET /health HTTP/1.1\r\n")
+    assert b"\r\nx-forwarded-for: 127.0.0.1\r\n" in head.lower()
+    assert b"\r\naccept-encoding: identity\r\n" in head.lower()
+
+
+@BOTH
+@pytest.mark.parametrize(
+    ("raw", "error", "match"),
+    [
+        (http_answer(DEEP.encode()), SupervisorRejected, "nested deeper than"),
+        (http_answer(b"{}", f"Content-Length: {10 * MAX_ANSWER}"), SupervisorRejected, "more than"),
+        (http_answer(b"x", "Content-Encoding: gzip"), SupervisorRejected, "gzip"),
+        (http_answer(b"<html></html>", status="500 INTERNAL SERVER ERROR"), SupervisorRejected,
+         "answered 500"),
+        (b"SSH-2.0-OpenSSH_9.2\r\n", SupervisorError, r"127\.0\.0\.1"),
+        (b"", SupervisorUnreachable, r"127\.0\.0\.1"),
+    ],
+    ids=["deep", "declared-too-long", "gzip", "500", "not-http", "closed-at-once"],
+)  # fmt: skip
+def test_a_bad_health_answer_is_the_devices_failure(
+    direct: bool, raw: bytes, error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        check_on(answering_with(raw), direct=direct)
+
+
+@BOTH
+def test_an_endless_health_answer_stops_at_the_limit(direct: bool) -> None:
+    sent = [0]
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b" " * 65536
+        try:
+            while sent[0] < 64 * MAX_ANSWER:
+                writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                await writer.drain()
+                sent[0] += len(chunk)
+        except ConnectionError:
+            pass  # the client hung up: what we want
+        writer.close()
+
+    with pytest.raises(SupervisorRejected, match=f"more than {MAX_ANSWER} bytes"):
+        check_on(serve, direct=direct)
+    assert sent[0] < 16 * MAX_ANSWER  # socket buffers aside, it stopped reading
+
+
+@BOTH
+def test_a_hanging_device_times_out(direct: bool) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        try:
+            await asyncio.sleep(5)
+        finally:
+            writer.close()
+
+    started = time.monotonic()
+    with pytest.raises(SupervisorUnreachable, match="timed out"):
+        check_on(serve, direct=direct, timeout=0.3)
+    assert time.monotonic() - started < 3
+
+
+@BOTH
+def test_a_refused_health_check_is_unreachable(direct: bool) -> None:
+    async def main() -> None:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            await SupervisorClient(client, direct_health=direct).health(
+                f"http://127.0.0.1:{free_port()}", forwarded_for="127.0.0.1", timeout=2
+            )
+
+    with pytest.raises(SupervisorUnreachable, match=r"127\.0\.0\.1"):
+        asyncio.run(main())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -23,6 +23,7 @@ from starlette.responses import (
     JSONResponse,
     PlainTextResponse,
     Response,
+    StreamingResponse,
 )
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
@@ -33,6 +34,13 @@ from .execution import safe_name
 Address = tuple[str, int]
 _DEVICE = "simulated_device"
 _FAULT_PAGE = "<!doctype html><html><body><h1>Simulated fault</h1></body></html>"
+# What the hostile "device" of issue 11 (seen case 8) answered: a RecursionError for a naive
+# JSON parser.
+NESTED_ANSWER = b"[" * 60000
+# Far above any sane answer of the protocol (a few KiB), and sent without a Content-Length,
+# so a client has to count what it reads to stop.
+OVERSIZED_ANSWER = 16 * 1024 * 1024
+_CHUNK = 64 * 1024
 
 
 class DeviceApp:
@@ -86,7 +94,19 @@ def _fault_response(device: SimulatedDevice) -> Response | None:
         return PlainTextResponse("500 Internal Server Error (simulated fault)", 500)
     if device.fault is Fault.HTML:
         return HTMLResponse(_FAULT_PAGE)
+    if device.fault is Fault.NESTED:
+        return Response(NESTED_ANSWER, media_type="application/json")
+    if device.fault is Fault.OVERSIZED:
+        return StreamingResponse(_oversized(), media_type="application/json")
     return None
+
+
+async def _oversized() -> AsyncIterator[bytes]:
+    """A valid JSON success of OVERSIZED_ANSWER bytes: only its size is wrong."""
+    yield b'{"status": "success", "padding": "'
+    for _ in range(OVERSIZED_ANSWER // _CHUNK):
+        yield b"x" * _CHUNK
+    yield b'"}'
 
 
 def _device(request: Request) -> SimulatedDevice:

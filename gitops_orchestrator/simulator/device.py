@@ -5,6 +5,11 @@ and the HTTP client each device is given. What the device keeps in memory (deplo
 request counters, the `/register`ed orchestrator URL) is lost on `restart()`, as on the real
 one; module files stay in its folder. Outgoing calls (downloads, registration, logs, chained
 steps) never fail a request except where the supervisor's would fail it.
+
+Around a start it does what the real supervisor was seen to do (protocol §2, "What a real
+supervisor does around a restart"): it announces itself on mDNS first and sends its one
+registration `register_delay` later, never retried when it fails; it sends no mDNS goodbye
+when it stops or restarts, and a restart announces the known name again.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ class Fault(StrEnum):
     HTML = "html"  # every request answers 200 with an HTML page
     HANG = "hang"  # requests wait until the fault is cleared or the device stops
     FAIL_DOWNLOADS = "fail_downloads"  # every module download fails, so deploys answer 500
+    NESTED = "nested"  # every request answers 200 with JSON nested 60,000 levels deep
+    OVERSIZED = "oversized"  # every request answers 200 with a JSON body of 16 MiB, streamed
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,8 @@ class DeviceSettings:
     """Per log POST. The supervisor has none and stalls; a simulator must not."""
     register_timeout: float = 5.0
     """Per self-registration POST."""
+    register_delay: float = 0.4
+    """From the mDNS announcement to the registration POST: about 0.4 s on the real one."""
     register_renewal: float = 900.0
     """Re-register after this long without an orchestrator health check
     (`WASMIOT_REGISTER_RENEWAL_TIME`, default 900)."""
@@ -112,6 +121,7 @@ class SimulatedDevice:
         self.history: list[HistoryEntry] = []
         self.deploy_requests: list[DeployRequest] = []
         self.registrations = 0  # self-registration POSTs answered 2xx
+        self.registration_attempts = 0  # self-registration POSTs sent, answered or not
         self.restarts = 0
         self._fault: Fault | None = None
         self._unhung = asyncio.Event()
@@ -166,14 +176,18 @@ class SimulatedDevice:
     # -- life cycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """What a supervisor does once it listens: register itself, watch its renewal timer."""
+        """What a supervisor does once it listens: announce, register once, watch renewal."""
         self._loop = asyncio.get_running_loop()
         self._checked_at = time.monotonic()
         self._spawn(self._renew_registration())
         if self._announcer is not None:
             await self._announcer.advertise(self)
+            if self.orchestrator_url:
+                # The announcement comes first: an orchestrator may introduce the device from it
+                # before the registration arrives (protocol §2).
+                await asyncio.sleep(self.settings.register_delay)
         if self.orchestrator_url:
-            await self.register_self()
+            await self.register_self()  # once: a failure is logged, never retried
 
     async def stop(self) -> None:
         """Stop background work and release hanging requests (they answer 503)."""
@@ -182,10 +196,12 @@ class SimulatedDevice:
         await self._cancel_tasks()
 
     async def restart(self) -> None:
-        """A supervisor restart: everything kept in memory is gone; it registers again."""
+        """A supervisor restart: everything kept in memory is gone; it registers again.
+
+        No mDNS goodbye: the Python supervisor sends none when it stops; it only announces
+        its name again once it is back.
+        """
         await self._cancel_tasks()
-        if self._announcer is not None:
-            await self._announcer.withdraw(self)  # the mDNS goodbye of a stopping supervisor
         self.deployments.clear()
         self.history.clear()
         self._counters.clear()
@@ -233,6 +249,7 @@ class SimulatedDevice:
         if not self.orchestrator_url:
             return False
         url = f"{self.orchestrator_url}/file/device/discovery/register"
+        self.registration_attempts += 1
         try:
             response = await self._http.post(
                 url, json=self.registration(), timeout=self.settings.register_timeout

@@ -27,7 +27,7 @@ import httpx
 
 from . import serving
 from .app import Address, DeviceApp
-from .device import DEFAULT_INTERFACES, DeviceSettings, SimulatedDevice
+from .device import DEFAULT_INTERFACES, DeviceSettings, Fault, SimulatedDevice
 from .mdns import Advertiser
 
 logger = logging.getLogger(__name__)
@@ -304,10 +304,13 @@ def run_device(
     interfaces: Sequence[str] | None = None,
     mdns: bool = False,
     data_dir: Path | None = None,
+    fault: Fault | None = None,
+    fault_after: float = 0.0,
 ) -> None:
     """Serve one simulated device until SIGINT or SIGTERM (the `device` command).
 
-    With `mdns`, the device is advertised on the interface of its own address only.
+    With `mdns`, the device is advertised on the interface of its own address only. `fault`
+    is switched on `fault_after` seconds after the start (so it can be introduced first).
     """
     asyncio.run(
         serve_device(
@@ -318,6 +321,8 @@ def run_device(
             interfaces=interfaces,
             mdns=mdns,
             data_dir=data_dir,
+            fault=fault,
+            fault_after=fault_after,
         )
     )
 
@@ -332,6 +337,8 @@ async def serve_device(
     mdns: bool = False,
     data_dir: Path | None = None,
     stop: asyncio.Event | None = None,
+    fault: Fault | None = None,
+    fault_after: float = 0.0,
 ) -> None:
     """`run_device` inside a running loop; returns when `stop` is set (or on a signal)."""
     stop = stop or asyncio.Event()
@@ -347,6 +354,8 @@ async def serve_device(
         )
         logger.info("simulated device %s at %s (data in %s)", name, device.url, device.folder)
         loop = asyncio.get_running_loop()
+        if fault is not None:
+            loop.call_later(fault_after, setattr, device, "fault", fault)
         with _signals_set(loop, stop):
             await stop.wait()
 

@@ -40,16 +40,21 @@ class Advertiser:
         self._infos: dict[str, ServiceInfo] = {}
 
     async def advertise(self, device: SimulatedDevice) -> None:
+        """Announce `device`; a name announced before (a restart) is announced again."""
         info = service_info(device)
-        await (await self._zeroconf.async_register_service(info))
+        if device.name in self._infos:
+            await (await self._zeroconf.async_update_service(info))
+        else:
+            await (await self._zeroconf.async_register_service(info))
         self._infos[device.name] = info
 
     async def withdraw(self, device: SimulatedDevice) -> None:
-        """Send the goodbye of `device` (a restarting supervisor does)."""
+        """Send the goodbye of `device` (a real supervisor never does: for tests of goodbyes)."""
         info = self._infos.pop(device.name, None)
         if info is not None:
             await (await self._zeroconf.async_unregister_service(info))
 
     async def close(self) -> None:
+        """Shut the responder down; zeroconf sends the goodbyes of every name then."""
         await self._zeroconf.async_unregister_all_services()
         await self._zeroconf.async_close()

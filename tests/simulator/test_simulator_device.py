@@ -434,3 +434,89 @@ def test_one_device_as_a_plain_asgi_app(tmp_path: Path) -> None:
         assert gone.status_code == 404
 
     run(main())
+
+
+class Recording:
+    """An `Announcer` noting when each device was announced (no multicast at all), and how
+    many registrations `orchestrator` had then."""
+
+    def __init__(self, orchestrator: Orchestrator) -> None:
+        self.orchestrator = orchestrator
+        self.announced: list[tuple[str, float, int]] = []
+        self.goodbyes: list[str] = []
+
+    async def advertise(self, device: SimulatedDevice) -> None:
+        registered = len(self.orchestrator.registrations)
+        self.announced.append((device.name, time.monotonic(), registered))
+
+    async def withdraw(self, device: SimulatedDevice) -> None:
+        self.goodbyes.append(device.name)
+
+
+def test_announces_before_it_registers_and_says_no_goodbye(orchestrator: Orchestrator) -> None:
+    """Protocol §2: the announcement comes about 0.4 s before the registration POST."""
+
+    async def main() -> None:
+        announcer = Recording(orchestrator)
+        settings = DeviceSettings(register_delay=0.3)
+        async with Fleet(orchestrator_url=orchestrator.url, settings=settings) as fleet:
+            [device] = await fleet.add(names=["sup1"])
+            assert len(orchestrator.registrations) == 1
+            device._announcer = announcer  # as a Fleet with mDNS gives it its responder
+            await device.restart()
+            registered = time.monotonic()
+            assert len(orchestrator.registrations) == 2
+            await device.stop()
+        [(name, announced, registrations_then)] = announcer.announced
+        assert (name, registrations_then) == ("sup1", 1)  # announced before it registered
+        assert 0.3 <= registered - announced < 3.0
+        assert announcer.goodbyes == []  # neither the restart nor the stop said goodbye
+
+    run(main())
+
+
+def test_registers_once_per_start_and_never_retries(orchestrator: Orchestrator) -> None:
+    """Protocol §2: an orchestrator down at that moment never gets the registration."""
+    from conftest import free_port
+
+    async def main() -> None:
+        down = f"http://127.0.0.1:{free_port()}"
+        async with Fleet(orchestrator_url=down) as fleet, httpx.AsyncClient() as client:
+            [device] = await fleet.add(names=["sup1"])
+            assert (device.registration_attempts, device.registrations) == (1, 0)
+            await asyncio.sleep(1.0)  # a retry would have come by now
+            assert device.registration_attempts == 1
+            # It still says it knows an orchestrator: no restart sign for anyone.
+            health = await client.get(f"{device.url}/health")
+            assert health.headers["Custom-Orchestrator-Set"] == "true"
+            await device.restart()
+            assert device.registration_attempts == 2
+
+    run(main())
+
+
+def test_hostile_answers_nested_and_oversized() -> None:
+    async def main() -> None:
+        async with Fleet() as fleet, httpx.AsyncClient(timeout=10) as client:
+            [device] = await fleet.add()
+            for path in ("/health", "/.well-known/wasmiot-device-description", "/deploy"):
+                device.fault = Fault.NESTED
+                nested = await client.request(
+                    "POST" if path == "/deploy" else "GET", device.url + path
+                )
+                assert nested.status_code == 200
+                assert nested.content == b"[" * 60000
+                device.fault = Fault.OVERSIZED
+                async with client.stream("GET", device.url + path) as huge:
+                    assert huge.status_code == 200
+                    assert "content-length" not in huge.headers  # the reader has to count
+                    size = 0
+                    async for chunk in huge.aiter_bytes():
+                        size += len(chunk)
+                        if size > 4 * 1024 * 1024:
+                            break  # a client may stop reading; the device copes
+                assert size > 4 * 1024 * 1024
+            device.fault = None
+            assert (await client.get(device.url + "/health")).status_code == 200
+
+    run(main())

@@ -93,18 +93,28 @@ async def main():
             if changes:
                 break
             await asyncio.sleep(0.01)
+        responder = fleet._advertiser._zeroconf.zeroconf
+        sent = []
+        send = responder.async_send
+        def counting_send(out, *args, **kwargs):
+            sent.append(out)
+            return send(out, *args, **kwargs)
+        responder.async_send = counting_send
         await device.restart()
-        for _ in range(500):
-            if changes[-2:] == ["Removed", "Added"]:
-                break
-            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)  # a goodbye would be seen by now
+        again = AsyncServiceInfo("_webthing._tcp.local.", "mdnsdev._webthing._tcp.local.")
+        found_again = await again.async_request(browser_zc.zeroconf, 3000)
         await browser.async_cancel()
         await browser_zc.async_close()
         print(json.dumps({
             "found": found, "port": info.port, "device_port": device.port,
             "addresses": info.parsed_addresses(),
             "properties": {k.decode(): v.decode() for k, v in info.properties.items()},
-            "changes": changes,
+            "changes": changes, "found_again": found_again,
+            "announced_on_restart": sum(1 for out in sent if out.answers),
+            "goodbyes_on_restart": sum(
+                1 for out in sent for answer, _ in out.answers if answer.ttl == 0
+            ),
         }))
 
 asyncio.run(main())
@@ -133,5 +143,9 @@ def test_mdns_advertisement_in_a_private_network_namespace() -> None:
     assert seen["addresses"] == ["127.0.0.1"]
     assert seen["properties"] == {"path": "/", "tls": "0", "address": "127.0.0.1"}
     assert seen["changes"][0] == "Added"
-    assert seen["changes"][-2:] == ["Removed", "Added"]
+    # Protocol §2: a restarting supervisor sends no goodbye; it announces its name again.
+    assert "Removed" not in seen["changes"]
+    assert seen["goodbyes_on_restart"] == 0
+    assert seen["announced_on_restart"] >= 1
+    assert seen["found_again"] is True
     assert time.monotonic() - started < 20
