@@ -18,6 +18,7 @@ from typing import Any
 
 from . import executor
 from .core import bodies, placement, planning
+from .core.balancing import Balance
 from .core.planning import Deploy, Plan, Undeploy
 from .devices import Introducer
 from .fleetdb import DeviceRecord, Event, PassRecord, StatusRecord, StepRecord
@@ -72,6 +73,8 @@ class Reconciler:
     _failures: dict[str, tuple[int, float]] = field(default_factory=dict)
     """Device -> (failing passes in a row, when to try it again)."""
     _last_hold: str | None = None
+    _settle_until: float | None = None
+    """When free steps may be placed anew: the first pass's time plus `settle_window`."""
 
     def wake(self) -> None:
         """Ask for a pass now (safe from any thread); wakes before the pass count as one."""
@@ -90,6 +93,8 @@ class Reconciler:
 
     def _next_wait(self) -> float:
         waits = [retry - self.clock() for _, retry in self._failures.values()]
+        if self._settle_until is not None and self._settle_until > self.clock():
+            waits.append(self._settle_until - self.clock())  # place the waiting steps then
         return max(0.05, min([self.settings.interval, *waits]))
 
     async def reconcile_once(self) -> PassResult:
@@ -99,10 +104,13 @@ class Reconciler:
         await self._introduce_static(snapshot)
         records, previous, applied = await asyncio.to_thread(self._observe)
         now = self.clock()
+        if self._settle_until is None:
+            self._settle_until = now + self.settings.settle_window
         fleet = fleet_views(records, snapshot)
         placed = placement.place(
             snapshot, fleet=fleet, previous=previous, now=now,
-            return_after=self.settings.return_after,
+            return_after=self.settings.return_after, settle_until=self._settle_until,
+            balance=Balance(self.settings.balance_threshold, self.settings.balance_moves),
         )  # fmt: skip
         desired = bodies.deploy_bodies(
             snapshot, placement=placed, fleet=fleet, base_url=self.public_url

@@ -23,7 +23,14 @@ from typing import Any
 
 from .blobs import BlobStore
 from .errors import StoreError
-from .fleetdb import FLEET_SCHEMA, HEALTH_AND_LOGS_SCHEMA, Event, FleetRecords, insert_events
+from .fleetdb import (
+    FLEET_SCHEMA,
+    HEALTH_AND_LOGS_SCHEMA,
+    PLACED_SINCE_SCHEMA,
+    Event,
+    FleetRecords,
+    insert_events,
+)
 from .models import (
     CommitInfo,
     Deployment,
@@ -90,6 +97,7 @@ MIGRATIONS = (
     """,
     FLEET_SCHEMA,
     HEALTH_AND_LOGS_SCHEMA,
+    PLACED_SINCE_SCHEMA,
 )
 
 
