@@ -75,6 +75,8 @@ class Reconciler:
     _last_hold: str | None = None
     _settle_until: float | None = None
     """When free steps may be placed anew: the first pass's time plus `settle_window`."""
+    _settling: bool = False
+    """Some step waits for `_settle_until`: the loop wakes then to place it."""
 
     def wake(self) -> None:
         """Ask for a pass now (safe from any thread); wakes before the pass count as one."""
@@ -93,7 +95,7 @@ class Reconciler:
 
     def _next_wait(self) -> float:
         waits = [retry - self.clock() for _, retry in self._failures.values()]
-        if self._settle_until is not None and self._settle_until > self.clock():
+        if self._settling and self._settle_until is not None:
             waits.append(self._settle_until - self.clock())  # place the waiting steps then
         return max(0.05, min([self.settings.interval, *waits]))
 
@@ -112,6 +114,7 @@ class Reconciler:
             return_after=self.settings.return_after, settle_until=self._settle_until,
             balance=Balance(self.settings.balance_threshold, self.settings.balance_moves),
         )  # fmt: skip
+        self._settling = bool(placed.settling)
         desired = bodies.deploy_bodies(
             snapshot, placement=placed, fleet=fleet, base_url=self.public_url
         )

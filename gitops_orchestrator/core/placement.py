@@ -62,6 +62,8 @@ class Placement:
     steps: Mapping[StepKey, StepPlacement]
     complete: frozenset[str]
     """Deployments whose every step is placed: the only ones deployed anywhere."""
+    settling: frozenset[StepKey] = frozenset()
+    """Steps that wait for the settle window to end (the reconciler wakes then)."""
 
     def devices(self) -> dict[StepKey, DeviceId]:
         """The device of every placed step: the `previous` of the next pass."""
@@ -98,6 +100,7 @@ def place(
     free: dict[StepKey, frozenset[str]] = {}
     """The steps without `device` or `selector`, with the imports they need."""
     settling = now < settle_until
+    waiting: set[StepKey] = set()
     for name in sorted(snapshot.deployments):
         for number, step in enumerate(snapshot.deployments[name].sequence):
             key = (name, number)
@@ -112,6 +115,7 @@ def place(
                 free[key] = needs
                 if settling and isinstance(result, _Choice):
                     result = _settling(result, settle_until - now)
+                    waiting.add(key)
             results[key] = result
     incomplete = {
         key[0]
@@ -139,7 +143,7 @@ def place(
     if not settling:
         _balance(steps, free=free, incomplete=incomplete, index=index, load=load, balance=balance)
     complete = frozenset(snapshot.deployments) - incomplete
-    return Placement(steps=steps, complete=complete)
+    return Placement(steps=steps, complete=complete, settling=frozenset(waiting))
 
 
 def _settling(choice: _Choice, left: float) -> StepPlacement:

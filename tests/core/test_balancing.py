@@ -166,6 +166,7 @@ def test_before_the_settle_window_ends_free_steps_wait_and_the_rest_is_placed() 
     assert settling.steps[("named", 0)] == StepPlacement("sup1", PLACED, "on sup1 as named")
     assert settling.steps[("sel", 0)] == StepPlacement("sup1", PLACED, "only candidate: sup1")
     assert "f00" not in settling.complete
+    assert settling.settling == {("f00", 0)}
     settled = placement.place(
         snapshot, fleet=fleet, previous=settling.devices(), now=NOW + 4.2, settle_until=NOW + 4.2
     )
