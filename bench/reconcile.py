@@ -698,8 +698,8 @@ def print_convergence(result: Convergence, count: int, deployments: int) -> None
           f"{result.idle_orchestrator_cpu / result.idle * 100:5.1f} % of one core, simulator "
           f"{result.idle_bench_cpu / result.idle * 100:5.1f} %")  # fmt: skip
     spread = f"steps per device max {result.most_steps}, median {result.median_steps:g}"
-    print(f"    {result.bodies} bodies on {result.devices_used} devices: {spread}; "
-          f"{result.deploy_requests} POST /deploy received, {result.accepted} accepted")  # fmt: skip
+    requests = f"{result.deploy_requests} POST /deploy received, {result.accepted} accepted"
+    print(f"    {result.bodies} bodies on {result.devices_used} devices: {spread}; {requests}")
     if result.problems:
         print(f"    the orchestrator logged {len(result.problems)} warnings or errors, e.g.:")
         for line in result.problems[:3]:
