@@ -500,8 +500,14 @@ def cold_convergence(
         expected: dict[str, set[str]] = {}
         for deployment, device in rows:
             expected.setdefault(device, set()).add(deployment)
-        if {name: names for name, names in held.items() if names} != expected:
-            raise RuntimeError("the devices do not hold what the orchestrator placed on them")
+        holding = {name: names for name, names in held.items() if names}
+        if holding != expected:
+            extra = sum(len(holding.get(n, set()) - expected.get(n, set())) for n in holding)
+            missing = sum(len(expected[n] - holding.get(n, set())) for n in expected)
+            raise RuntimeError(
+                f"the devices do not hold what the orchestrator placed on them: {extra} "
+                f"deployments more, {missing} fewer"
+            )
         load = running.query(
             "SELECT device, COUNT(*) FROM step_placements WHERE device IS NOT NULL "
             "GROUP BY device ORDER BY 2 DESC"
