@@ -201,6 +201,30 @@ def validate(
     show_default=True,
 )
 @click.option(
+    "--settle-window",
+    type=click.FloatRange(min=0.0),
+    default=ReconcileSettings.settle_window,
+    envvar="GITOPS_SETTLE_WINDOW",
+    show_default=True,
+    help="Seconds after start before steps without device or selector are placed anew.",
+)
+@click.option(
+    "--balance-threshold",
+    type=click.IntRange(min=2),
+    default=ReconcileSettings.balance_threshold,
+    envvar="GITOPS_BALANCE_THRESHOLD",
+    show_default=True,
+    help="Steps more than the least loaded candidate at which a free step moves.",
+)
+@click.option(
+    "--balance-moves",
+    type=click.IntRange(min=0),
+    default=ReconcileSettings.balance_moves,
+    envvar="GITOPS_BALANCE_MOVES",
+    show_default=True,
+    help="Steps moved at most per pass to balance the fleet (0: never).",
+)
+@click.option(
     "--deploy-concurrency",
     type=click.IntRange(min=1),
     default=ReconcileSettings.concurrency,
@@ -295,6 +319,9 @@ def serve(**options: Any) -> None:
             interval=options["reconcile_interval"],
             prune_limit=options["prune_limit"],
             return_after=options["return_after"],
+            settle_window=options["settle_window"],
+            balance_threshold=options["balance_threshold"],
+            balance_moves=options["balance_moves"],
             concurrency=options["deploy_concurrency"],
         ),
         discovery=DiscoverySettings(mdns_interfaces=options["mdns_interfaces"]),

@@ -105,6 +105,11 @@ INCARNATIONS_SCHEMA = """
 """Device incarnations (design §2, Restart): what a device runs is what it acknowledged since its
 last start. Rows of `applied` from before this migration carry incarnation 0, older than any
 device's, so an upgraded orchestrator re-posts them once instead of trusting them."""
+# Each placement keeps when it got its device and why, while the device stays the same.
+PLACED_SINCE_SCHEMA = """
+    ALTER TABLE step_placements ADD COLUMN placed_at REAL;
+    ALTER TABLE step_placements ADD COLUMN placed_reason TEXT
+"""
 # Events are history, not state: the newest are kept, the rest dropped as new ones come.
 MAX_EVENTS = 100_000
 
@@ -162,7 +167,12 @@ class StepRecord:
     device: str | None
     status: str
     reason: str
+    """Why the step is where it is in the latest pass (`sticky on sup2` once it stays)."""
     updated_at: float
+    placed_at: float | None = None
+    """When the step got its device; kept by `record_pass` while the device stays."""
+    placed_reason: str | None = None
+    """The reason of the pass that gave the step its device, kept with `placed_at`."""
 
 
 @dataclass(frozen=True)
@@ -419,14 +429,22 @@ class FleetRecords:
     def record_pass(self, record: PassRecord) -> None:
         """One reconcile pass: placements and statuses replaced, outcomes added, at once."""
         with self._transaction() as db:
+            kept = {
+                (deployment, step): (device, placed_at, placed_reason)
+                for deployment, step, device, placed_at, placed_reason in db.execute(
+                    "SELECT deployment, step, device, placed_at, placed_reason "
+                    "FROM step_placements WHERE device IS NOT NULL"
+                )
+            }
             db.execute("DELETE FROM step_placements")
             db.executemany(
-                "INSERT INTO step_placements VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO step_placements VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (s.deployment, s.step, s.device, s.status, s.reason, s.updated_at)
+                    (s.deployment, s.step, s.device, s.status, s.reason, s.updated_at,
+                     *_placed(s, kept.get((s.deployment, s.step))))
                     for s in record.steps
                 ],
-            )
+            )  # fmt: skip
             # Rows for pairs the reconciler got outside a pass (tests, tools) run under the
             # device's current incarnation.
             db.executemany(
@@ -612,6 +630,17 @@ def _replace_statuses(
         )  # fmt: skip
     db.execute("DELETE FROM deploy_statuses")
     db.executemany("INSERT INTO deploy_statuses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+
+def _placed(
+    step: StepRecord, before: tuple[str, float | None, str | None] | None
+) -> tuple[float | None, str | None]:
+    """`placed_at` and `placed_reason` of a step: kept from `before` while on the same device."""
+    if step.device is None:
+        return None, None
+    if before is not None and before[0] == step.device and before[1] is not None:
+        return before[1], before[2]
+    return step.placed_at or step.updated_at, step.placed_reason or step.reason
 
 
 def _count(db: sqlite3.Connection, query: str, values: list[Any]) -> int:

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from . import executor
 from .core import bodies, placement, planning
+from .core.balancing import Balance
 from .core.planning import Deploy, Plan, Undeploy
 from .fleetdb import Applied, DeviceRecord, Event, PassRecord, StatusRecord, StepRecord
 from .models import Admission, DeviceState, DeviceView, Snapshot
@@ -85,6 +86,11 @@ class Reconciler:
             self.supervisor, self._record, settings=self.settings, clock=self.clock
         )
 
+    _settle_until: float | None = None
+    """When free steps may be placed anew: the first pass's time plus `settle_window`."""
+    _settling: bool = False
+    """Some step waits for `_settle_until`: the loop wakes then to place it."""
+
     def wake(self) -> None:
         """Ask for a pass now (safe from any thread); wakes before the pass count as one."""
         self._wakeup.set()
@@ -99,9 +105,15 @@ class Reconciler:
                 except Exception:
                     logger.exception("reconcile pass failed")
                 self.observe_pass(time.perf_counter() - started)
-                await self._wakeup.wait(self.settings.interval)
+                await self._wakeup.wait(self._next_wait())
         finally:
             await self.workers.close()
+
+    def _next_wait(self) -> float:
+        if self._settling and self._settle_until is not None:
+            # Place the steps that wait for the fleet to settle as soon as it has.
+            return max(0.05, min(self.settings.interval, self._settle_until - self.clock()))
+        return self.settings.interval
 
     async def reconcile_once(self) -> PassResult:
         snapshot = await asyncio.to_thread(self.store.desired_snapshot)
@@ -110,11 +122,15 @@ class Reconciler:
         records, previous, applied, recorded = await asyncio.to_thread(self._observe)
         self._introduce_static(snapshot, known={record.device for record in records})
         now = self.clock()
+        if self._settle_until is None:
+            self._settle_until = now + self.settings.settle_window
         fleet = fleet_views(records, snapshot)
         placed = placement.place(
             snapshot, fleet=fleet, previous=previous, now=now,
-            return_after=self.settings.return_after,
+            return_after=self.settings.return_after, settle_until=self._settle_until,
+            balance=Balance(self.settings.balance_threshold, self.settings.balance_moves),
         )  # fmt: skip
+        self._settling = bool(placed.settling)
         desired = bodies.deploy_bodies(
             snapshot, placement=placed, fleet=fleet, base_url=self.public_url
         )

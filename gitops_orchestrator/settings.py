@@ -132,6 +132,22 @@ class ReconcileSettings:
     """Seconds a named device must have been back online before its steps return to it from a
     failover (`GITOPS_RETURN_AFTER`): a device that flaps does not drag work back and forth."""
 
+    settle_window: float = 5.0
+    """Seconds after the orchestrator starts during which steps without `device` or `selector`
+    are not placed anew (`--settle-window`, `GITOPS_SETTLE_WINDOW`): a fleet comes up over
+    seconds, and steps placed at once would all land on the first devices seen. 5 s covers
+    devices that were running when the orchestrator restarted; later ones are balanced onto."""
+
+    balance_threshold: int = 2
+    """Steps more than the least loaded device that could take it at which a step without
+    `device` or `selector` moves there (`--balance-threshold`, `GITOPS_BALANCE_THRESHOLD`).
+    2, the least that makes the fleet more even; raise it for fewer moves."""
+
+    balance_moves: int = 100
+    """Steps moved at most in one reconcile pass to balance the fleet (`--balance-moves`,
+    `GITOPS_BALANCE_MOVES`; 0 turns balancing off): each move redeploys its deployment, so a
+    burst of new devices is absorbed over a few passes instead of all at once."""
+
     concurrency: int = 32
     """Devices deployed to at once (`GITOPS_DEPLOY_CONCURRENCY`), over all per-device workers;
     each device's own actions run one after the other. A hanging device holds one slot."""

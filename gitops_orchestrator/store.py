@@ -27,6 +27,7 @@ from .fleetdb import (
     FLEET_SCHEMA,
     HEALTH_AND_LOGS_SCHEMA,
     INCARNATIONS_SCHEMA,
+    PLACED_SINCE_SCHEMA,
     Event,
     FleetRecords,
     insert_events,
@@ -98,6 +99,7 @@ MIGRATIONS = (
     FLEET_SCHEMA,
     HEALTH_AND_LOGS_SCHEMA,
     INCARNATIONS_SCHEMA,
+    PLACED_SINCE_SCHEMA,
 )
 
 

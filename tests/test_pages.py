@@ -70,7 +70,9 @@ def running_site(folder: Path, *, message: str = "the fleet") -> Iterator[Site]:
     log = (folder / "serve.log").open("w")  # a pipe nobody reads would fill up
     process = subprocess.Popen(
         [str(CLI), "serve", "--repo", str(repo), "--host", "127.0.0.1", "--port", str(port),
-         "--data-dir", str(folder / "data"), "--public-url", url, "--reconcile-interval", "0.5"],
+         "--data-dir", str(folder / "data"), "--public-url", url, "--reconcile-interval", "0.5",
+         # The pages show placements made as the devices register, without a settle wait.
+         "--settle-window", "0"],
         stdout=subprocess.DEVNULL, stderr=log, text=True,
     )  # fmt: skip
     try:

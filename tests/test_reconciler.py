@@ -53,7 +53,8 @@ def store(sample_copy: Path) -> Store:
 def reconciler(store: Store, supervisor: FakeSupervisor) -> Reconciler:
     return Reconciler(
         store, supervisor, NoIntroductions(), "http://orchestrator:3000",
-        settings=ReconcileSettings(attempts=1, retry_backoff=0.01),
+        # No settle window: these tests place on the devices they made, at once.
+        settings=ReconcileSettings(attempts=1, retry_backoff=0.01, settle_window=0),
     )  # fmt: skip
 
 

@@ -235,3 +235,29 @@ def test_fetch_errors_are_recorded_and_cleared(store: Store) -> None:
     store.record_fetch(now=6.0)
     state = store.sync_state()
     assert (state.error, state.fetched_at) == (None, 6.0)
+
+
+def test_a_placement_keeps_when_and_why_it_got_its_device(store: Store) -> None:
+    from gitops_orchestrator.fleetdb import PassRecord, StepRecord
+
+    def record(now: float, device: str | None, reason: str) -> StepRecord:
+        store.record_pass(
+            PassRecord(
+                now=now, commit_sha=None, steps=(StepRecord("d", 0, device, "x", reason, now),)
+            )
+        )
+        [step] = store.step_placements()
+        return step
+
+    first = record(10.0, "sup1", "least loaded of 3 devices (sup1: 0 steps)")
+    assert (first.placed_at, first.placed_reason) == (10.0, first.reason)
+    kept = record(20.0, "sup1", "sticky on sup1")
+    assert (kept.reason, kept.placed_at, kept.placed_reason) == (
+        "sticky on sup1",
+        10.0,
+        "least loaded of 3 devices (sup1: 0 steps)",
+    )
+    moved = record(30.0, "sup2", "moved from sup1 (4 steps) to sup2 (0 steps) to balance")
+    assert (moved.placed_at, moved.placed_reason) == (30.0, moved.reason)
+    waiting = record(40.0, None, "sup2 is offline; waiting")
+    assert (waiting.placed_at, waiting.placed_reason) == (None, None)

@@ -10,6 +10,10 @@ Where design §2 leaves room: a step without `device` tries its `failovers` in o
 least loaded candidate, and a selector step's failovers must match its selector too; a named
 device that lacks an import of the module is as final as an unknown one (unplaceable, unless a
 failover takes the step); an unknown `online_since` counts as online long enough to return to.
+Sticky with bounded rebalancing: until `settle_until` (a cold start) a step without `device` or
+`selector` that has no device to keep waits, so that it is placed on the fleet that came up
+rather than on the first devices seen; after it, such steps move when the loads drift apart
+(`balancing`, the rule in docs/operations.md).
 
 A pass indexes the eligible devices by interface and by label once, so a step costs a few set
 operations and a heap pop, never a scan of the fleet.
@@ -21,10 +25,11 @@ import heapq
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from itertools import islice, repeat
+from itertools import islice
 from typing import NamedTuple, TypeAlias
 
 from ..models import Deployment, DeviceId, DeviceState, DeviceView, Snapshot
+from .balancing import Balance, Heap, least_loaded_heap, rebalance, top
 
 StepKey: TypeAlias = tuple[str, int]
 """(deployment name, index of the step in its sequence)."""
@@ -57,6 +62,8 @@ class Placement:
     steps: Mapping[StepKey, StepPlacement]
     complete: frozenset[str]
     """Deployments whose every step is placed: the only ones deployed anywhere."""
+    settling: frozenset[StepKey] = frozenset()
+    """Steps that wait for the settle window to end (the reconciler wakes then)."""
 
     def devices(self) -> dict[StepKey, DeviceId]:
         """The device of every placed step: the `previous` of the next pass."""
@@ -70,8 +77,14 @@ def place(
     previous: Mapping[StepKey, DeviceId],
     now: float,
     return_after: float = 30.0,
+    settle_until: float = 0.0,
+    balance: Balance = Balance(),  # noqa: B008  (frozen: one shared default is safe)
 ) -> Placement:
-    """A device, status and reason for every step of every deployment in `snapshot`."""
+    """A device, status and reason for every step of every deployment in `snapshot`.
+
+    Before `settle_until`, steps without `device` or `selector` are placed only where they
+    already are (or on a failover); after it, such steps are balanced by `balance`.
+    """
     requirements = {
         name: frozenset(module.requirements) for name, module in snapshot.modules.items()
     }
@@ -84,6 +97,10 @@ def place(
     index = _FleetIndex(fleet, wanted=frozenset().union(selectors, *requirements.values()))
     rules = _Rules(index, previous, now, return_after)
     results: dict[StepKey, StepPlacement | _Choice] = {}
+    free: dict[StepKey, frozenset[str]] = {}
+    """The steps without `device` or `selector`, with the imports they need."""
+    settling = now < settle_until
+    waiting: set[StepKey] = set()
     for name in sorted(snapshot.deployments):
         for number, step in enumerate(snapshot.deployments[name].sequence):
             key = (name, number)
@@ -93,7 +110,13 @@ def place(
                 continue
             selector = tuple(sorted((step.selector or {}).items()))
             target = _Target(key, step.module, needs, step.device, selector, (*step.failovers,))
-            results[key] = rules.resolve(target)
+            result = rules.resolve(target)
+            if step.device is None and not selector:
+                free[key] = needs
+                if settling and isinstance(result, _Choice):
+                    result = _settling(result, settle_until - now)
+                    waiting.add(key)
+            results[key] = result
     incomplete = {
         key[0]
         for key, result in results.items()
@@ -107,7 +130,7 @@ def place(
             load[result.device] = load.get(result.device, 0) + 1
     # Fixed choices (named, sticky, failover) were counted first, so the free choices below
     # balance around them instead of piling onto a device that sticky steps already fill.
-    heaps: dict[frozenset[DeviceId], list[tuple[int, DeviceId]]] = {}
+    heaps: dict[frozenset[DeviceId], Heap] = {}
     steps: dict[StepKey, StepPlacement] = {}
     for key, result in results.items():
         if isinstance(result, StepPlacement):
@@ -115,12 +138,44 @@ def place(
             continue
         heap = heaps.get(result.candidates)
         if heap is None:
-            # Every entry starts at 0 steps: too small is fine for the lazy heap (`_top`).
-            heap = heaps[result.candidates] = list(zip(repeat(0), result.candidates))
-            heapq.heapify(heap)
+            heap = heaps[result.candidates] = least_loaded_heap(result.candidates)
         steps[key] = _least_loaded(result, heap=heap, load=load, counts=key[0] not in incomplete)
+    if not settling:
+        _balance(steps, free=free, incomplete=incomplete, index=index, load=load, balance=balance)
     complete = frozenset(snapshot.deployments) - incomplete
-    return Placement(steps=steps, complete=complete)
+    return Placement(steps=steps, complete=complete, settling=frozenset(waiting))
+
+
+def _settling(choice: _Choice, left: float) -> StepPlacement:
+    why = f"waiting {left:.0f} s more for the fleet to settle before placing it"
+    return StepPlacement(None, StepStatus.WAITING, "; ".join([*choice.prefix, why]))
+
+
+def _balance(
+    steps: dict[StepKey, StepPlacement],
+    *,
+    free: Mapping[StepKey, frozenset[str]],
+    incomplete: set[str],
+    index: _FleetIndex,
+    load: dict[DeviceId, int],
+    balance: Balance,
+) -> None:
+    """Move free steps of running deployments off devices that carry too many (in place)."""
+    movable = {
+        key: step.device
+        for key, step in steps.items()
+        if step.device is not None and key in free and key[0] not in incomplete
+    }
+    moves = rebalance(
+        movable, candidates=lambda key: index.capable(free[key]), load=load,
+        eligible=index.eligible, balance=balance,
+    )  # fmt: skip
+    for move in moves:
+        steps[move.key] = _placed(
+            move.target,
+            f"moved from {move.source} ({_steps(move.source_load)}) to {move.target} "
+            f"({_steps(move.target_load)}) to balance",
+        )
 
 
 def deployment_status(placement: Placement, deployment: Deployment) -> tuple[bool, tuple[str, ...]]:
@@ -351,13 +406,12 @@ class _Rules:
 
 
 def _least_loaded(
-    choice: _Choice, *, heap: list[tuple[int, DeviceId]], load: dict[DeviceId, int], counts: bool
+    choice: _Choice, *, heap: Heap, load: dict[DeviceId, int], counts: bool
 ) -> StepPlacement:
-    # Loads only grow during a pass, so a stale heap entry is always too small: it surfaces
-    # first and is pushed back with its current load (a lazy heap, O(log n) per step).
-    steps, device = _top(heap, load)
+    # Loads only grow while free choices are made: a stale heap entry is too small (`top`).
+    steps, device = top(heap, load)
     heapq.heappop(heap)
-    tied = bool(heap) and _top(heap, load)[0] == steps
+    tied = bool(heap) and top(heap, load)[0] == steps
     if counts:
         load[device] = steps + 1
     heapq.heappush(heap, (load.get(device, 0), device))
@@ -373,15 +427,6 @@ def _least_loaded(
                 loads = f"{_steps(steps)} each"
         reason = f"least loaded of {among} ({loads})" + ("; first by name" if tied else "")
     return _placed(device, "; ".join([*choice.prefix, reason]))
-
-
-def _top(heap: list[tuple[int, DeviceId]], load: Mapping[DeviceId, int]) -> tuple[int, DeviceId]:
-    while True:
-        steps, device = heap[0]
-        current = load.get(device, 0)
-        if current == steps:
-            return steps, device
-        heapq.heapreplace(heap, (current, device))
 
 
 def _labels(target: _Target) -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 
 from ..models import Admission, DeviceId, Devices, DeviceState, DeviceView, Problem, Snapshot
 from . import bodies, planning, wording
+from .balancing import Balance
 from .breaking import Breaking, breaking
 from .devicediff import DeviceChange, Differ
 from .modulediff import Change, CommitFacts, ModuleChange, module_changes
@@ -27,6 +28,9 @@ from .repodiff import DeploymentDiff, DevicesFileDiff, deployment_diffs, devices
 
 PLACEHOLDER_URL = "http://orchestrator"
 """The orchestrator's URL in both commits' bodies: only digests and endpoints are compared."""
+# A review shows what the change itself does: the moves balancing makes afterwards follow the
+# fleet's loads, not the commit, and are bounded and shown by the orchestrator as they happen.
+NO_BALANCING = Balance(moves=0)
 
 
 @dataclass(frozen=True)
@@ -162,7 +166,14 @@ def review(
         notes.append("base is not valid: compared with an empty fleet")
     base_fleet = fleet_for(inventory, base.devices) if base else {}
     base_placed = (
-        place(base, fleet=base_fleet, previous=running or {}, now=now, return_after=return_after)
+        place(
+            base,
+            fleet=base_fleet,
+            previous=running or {},
+            now=now,
+            return_after=return_after,
+            balance=NO_BALANCING,
+        )
         if base
         else Placement(steps={}, complete=frozenset())
     )
@@ -178,8 +189,9 @@ def review(
         )  # fmt: skip
     head_fleet = fleet_for(inventory, head.devices)
     head_placed = place(
-        head, fleet=head_fleet, previous=base_placed.devices(), now=now, return_after=return_after
-    )
+        head, fleet=head_fleet, previous=base_placed.devices(), now=now,
+        return_after=return_after, balance=NO_BALANCING,
+    )  # fmt: skip
     base_bodies = (
         bodies.deploy_bodies(
             base, placement=base_placed, fleet=base_fleet, base_url=PLACEHOLDER_URL

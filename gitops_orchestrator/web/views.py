@@ -206,6 +206,11 @@ class StepView(View):
     device: str | None
     status: str
     reason: str
+    """Why the step is where it is in the latest pass (`sticky on sup2` once it stays)."""
+    placed_at: str | None = None
+    """Since when the step has been on its device; None while it has none."""
+    placed_reason: str | None = None
+    """Why the step was placed on its device, kept while it stays there."""
     device_status: str | None
     """The deploy status of this deployment on the step's device."""
     error: str | None
@@ -385,6 +390,8 @@ class Fleet:
                     device=device,
                     status=record.status if record else "waiting",
                     reason=record.reason if record else "not planned yet",
+                    placed_at=timestamp(record.placed_at) if record else None,
+                    placed_reason=record.placed_reason if record else None,
                     device_status=status.status if status else None,
                     error=status.error if status else None,
                 )

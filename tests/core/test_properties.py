@@ -15,11 +15,14 @@ from test_placement import CAMERA, MODULES, NOW, WASI, device, sample_snapshot, 
 from test_planning import applied_after
 
 from gitops_orchestrator.core import bodies, placement, planning
+from gitops_orchestrator.core.balancing import Balance
 from gitops_orchestrator.core.placement import Placement, StepStatus
 from gitops_orchestrator.models import DeviceState, DeviceView, Snapshot
 
 # No example database: tests leave no files behind in the working tree.
 PROPERTIES = settings(max_examples=100, deadline=None, database=None)
+# Balancing examples are larger: fewer of them keep the file under a minute.
+BALANCING = settings(max_examples=60, deadline=None, database=None)
 BASE = "http://orchestrator.test:3000"
 
 NAMES = [f"dev{number:02}" for number in range(30)]
@@ -136,6 +139,11 @@ def test_steps_go_only_where_design_allows(world: World) -> None:
 @PROPERTIES
 @given(worlds())
 def test_placement_is_deterministic_and_order_independent(world: World) -> None:
+    assert place(reversed_world(world)) == place(world)
+
+
+def reversed_world(world: World) -> World:
+    """The same world with every mapping in the opposite order."""
     snapshot, fleet, before = world
     shuffled = type(snapshot)(
         commit_sha=snapshot.commit_sha,
@@ -143,13 +151,7 @@ def test_placement_is_deterministic_and_order_independent(world: World) -> None:
         deployments=dict(reversed(list(snapshot.deployments.items()))),
         devices=snapshot.devices,
     )
-    again = placement.place(
-        shuffled,
-        fleet=dict(reversed(fleet.items())),
-        previous=dict(reversed(before.items())),
-        now=NOW,
-    )
-    assert again == place(world)
+    return shuffled, dict(reversed(fleet.items())), dict(reversed(before.items()))
 
 
 @PROPERTIES
@@ -211,3 +213,152 @@ def test_a_plan_applied_in_full_leaves_nothing_to_do(world: World, data: st.Data
         assert after.get(device_name) == {
             name: bodies.body_digest(body) for name, body in names.items()
         }
+
+
+# Balancing (design §2, "sticky, with bounded rebalancing"): fleets whose steps were piled on
+# a few devices, as sticky placement left them after a cold start.
+
+
+@st.composite
+def piled_worlds(draw: st.DrawFn) -> World:
+    count = draw(st.integers(2, 20))
+    fleet = {name: draw(devices(name)) for name in NAMES[:count]}
+    deployments = []
+    for number in range(draw(st.integers(1, 30))):
+        functions = draw(st.lists(st.sampled_from(FUNCTIONS), min_size=1, max_size=3, unique=True))
+        # Mostly free steps: the ones balancing may move.
+        sequence = [
+            draw(steps(function)) if draw(st.integers(0, 4)) == 0 else dict(zip(
+                ("module", "function"), function, strict=True
+            ))
+            for function in functions
+        ]  # fmt: skip
+        deployments.append({"name": f"p{number:02}", "sequence": sequence})
+    snapshot = snapshot_of(deployments)
+    crowded = NAMES[: draw(st.integers(1, 3))]
+    before = {
+        (name, index): draw(st.sampled_from(crowded))
+        for name, deployment in snapshot.deployments.items()
+        for index in range(len(deployment.sequence))
+    }
+    return snapshot, fleet, before
+
+
+balances = st.builds(Balance, threshold=st.integers(0, 5), moves=st.integers(0, 12))
+
+
+def moved(result: Placement) -> list[tuple[str, int]]:
+    return [key for key, step in result.steps.items() if step.reason.startswith("moved from ")]
+
+
+@BALANCING
+@given(piled_worlds(), balances)
+def test_balancing_moves_at_most_its_bound_and_only_free_steps(
+    world: World, balance: Balance
+) -> None:
+    snapshot, fleet, before = world
+    unbalanced = placement.place(
+        snapshot, fleet=fleet, previous=before, now=NOW, balance=Balance(moves=0)
+    )
+    result = placement.place(snapshot, fleet=fleet, previous=before, now=NOW, balance=balance)
+    moves = moved(result)
+    assert len(moves) <= balance.moves
+    assert result.complete == unbalanced.complete
+    for key, step in result.steps.items():
+        if key not in moves:
+            assert step == unbalanced.steps[key]
+            continue
+        spec = snapshot.deployments[key[0]].sequence[key[1]]
+        assert spec.device is None
+        assert spec.selector is None
+        assert key[0] in result.complete
+        assert step.device != unbalanced.steps[key].device
+        # The reason names both devices and their loads before the move.
+        assert f"from {unbalanced.steps[key].device} (" in step.reason
+        assert f"to {step.device} (" in step.reason
+
+
+@BALANCING
+@given(piled_worlds(), balances)
+def test_a_second_pass_moves_nothing_unless_the_first_hit_its_bound(
+    world: World, balance: Balance
+) -> None:
+    snapshot, fleet, before = world
+    first = placement.place(snapshot, fleet=fleet, previous=before, now=NOW, balance=balance)
+    second = placement.place(
+        snapshot, fleet=fleet, previous=first.devices(), now=NOW, balance=balance
+    )
+    if len(moved(first)) < balance.moves:
+        assert moved(second) == []
+        assert second.devices() == first.devices()
+
+
+@BALANCING
+@given(piled_worlds(), balances)
+def test_passes_settle_and_leave_loads_within_the_threshold(world: World, balance: Balance) -> None:
+    snapshot, fleet, before = world
+    steps_count = sum(len(d.sequence) for d in snapshot.deployments.values())
+    result = placement.place(snapshot, fleet=fleet, previous=before, now=NOW, balance=balance)
+    passes = 1
+    # Each move lowers the sum of squared loads by 2 at least: passes cannot go on for long.
+    while moved(result):
+        assert passes <= steps_count * steps_count
+        result = placement.place(
+            snapshot, fleet=fleet, previous=result.devices(), now=NOW, balance=balance
+        )
+        passes += 1
+    if balance.moves == 0:
+        return
+    load: dict[str, int] = {}
+    for key, step in result.steps.items():
+        if step.device is not None and key[0] in result.complete:
+            load[step.device] = load.get(step.device, 0) + 1
+    threshold = max(2, balance.threshold)
+    for key, step in result.steps.items():
+        spec = snapshot.deployments[key[0]].sequence[key[1]]
+        if step.device is None or key[0] not in result.complete or spec.device or spec.selector:
+            continue
+        needs = set(snapshot.modules[spec.module].requirements)
+        could = [
+            name for name, view in fleet.items() if view.is_eligible and needs <= view.interfaces
+        ]
+        assert load[step.device] - min(load.get(name, 0) for name in could) < threshold
+
+
+@BALANCING
+@given(piled_worlds(), balances)
+def test_balancing_is_deterministic_and_order_independent(world: World, balance: Balance) -> None:
+    snapshot, fleet, before = reversed_world(world)
+    again = placement.place(snapshot, fleet=fleet, previous=before, now=NOW, balance=balance)
+    snapshot, fleet, before = world
+    assert again == placement.place(
+        snapshot, fleet=fleet, previous=before, now=NOW, balance=balance
+    )
+
+
+@PROPERTIES
+@given(worlds(), st.floats(0.1, 30))
+def test_while_the_fleet_settles_nothing_moves_and_only_free_steps_wait(
+    world: World, left: float
+) -> None:
+    snapshot, fleet, before = world
+    settled = placement.place(
+        snapshot, fleet=fleet, previous=before, now=NOW, balance=Balance(moves=0)
+    )
+    settling = placement.place(
+        snapshot, fleet=fleet, previous=before, now=NOW, settle_until=NOW + left
+    )
+    for key, step in settling.steps.items():
+        if step == settled.steps[key]:
+            continue
+        spec = snapshot.deployments[key[0]].sequence[key[1]]
+        assert spec.device is None  # named steps are placed as ever
+        if spec.selector is None:
+            # A free step that needed a new device waits instead.
+            assert step.status is StepStatus.WAITING
+            assert step.reason.endswith("for the fleet to settle before placing it")
+            assert settled.steps[key].device != before.get(key)
+        else:
+            # A selector step is placed as ever, among loads that the waiting steps changed.
+            assert step.status is StepStatus.PLACED
+            assert "least loaded of" in step.reason
