@@ -74,6 +74,8 @@ class Introducer:
     """Device -> when a registration last started a new incarnation."""
     _deferred: dict[str, int] = field(default_factory=dict)
     """Device -> registrations coalesced into one restart at the end of its period."""
+    _reintroduced: dict[str, float] = field(default_factory=dict)
+    """Device -> when its last `reintroduced` event was written."""
     _conflicts: dict[str, tuple[float, int]] = field(default_factory=dict)
     """Device -> (when its last conflict event was written, conflicts since)."""
 
@@ -209,7 +211,12 @@ class Introducer:
         elif known.url != url:
             logger.warning("device %s moved from %s to %s (%s)", name, known.url, url, origin)
             kind = "moved"
-        flooding = name in self._deferred  # a flood of registrations is not a flood of events
+        # A flood of registrations is not a flood of events: one reintroduction per period.
+        # (Checked and set before any await: introductions run concurrently.)
+        last = self._reintroduced.get(name)
+        flooding = kind == "reintroduced" and last is not None and now - last < RESTART_EVERY
+        if not flooding:
+            self._reintroduced[name] = now
         event = None if flooding else Event(kind, f"{name} at {url} ({origin})", device=name)
         await asyncio.to_thread(self.store.upsert_device, record, event=event)
         if known is not None and registered_at is not None and self._restarted(name, registered_at):
