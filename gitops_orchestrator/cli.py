@@ -68,6 +68,18 @@ def _log_options(command: Callable[..., None]) -> Callable[..., None]:
 SAMPLE_REPO = Path(__file__).resolve().parent.parent / "sample-repo"
 
 
+def _verify_signatures(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`--verify-signatures FILE`, the same on `serve`, `validate` and `plan`."""
+    return click.option(
+        "--verify-signatures",
+        "signers",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        envvar="GITOPS_VERIFY_SIGNATURES",
+        help=f"An SSH allowed-signers file or an OpenPGP keyring: {what} not signed by one "
+        "of its keys is rejected.",
+    )
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gitops-orchestrator")
 def main() -> None:
@@ -97,14 +109,7 @@ def main() -> None:
     show_default=True,
     help="Largest wasm binary or data file accepted, in bytes.",
 )
-@click.option(
-    "--verify-signatures",
-    "signers",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    envvar="GITOPS_VERIFY_SIGNATURES",
-    help="An SSH allowed-signers file or an OpenPGP keyring: a commit (--ref) not "
-    "signed by one of its keys is rejected.",
-)
+@_verify_signatures("a commit (--ref)")
 def validate(
     path: Path, ref: str | None, output_format: str, max_binary_size: int, signers: Path | None
 ) -> None:
@@ -283,14 +288,7 @@ def validate(
     show_default=True,
     help="Open client connections at most; the oldest still sending is dropped first.",
 )
-@click.option(
-    "--verify-signatures",
-    "signers",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    envvar="GITOPS_VERIFY_SIGNATURES",
-    help="An SSH allowed-signers file or an OpenPGP keyring: a branch head not "
-    "signed by one of its keys is rejected.",
-)
+@_verify_signatures("a branch head")
 @_log_options
 def serve(**options: Any) -> None:
     """Run the orchestrator: follow --repo and serve the API on --host:--port."""
@@ -682,14 +680,7 @@ def device(
     show_default=True,
     help="The orchestrator's prune limit, to show what it would hold.",
 )
-@click.option(
-    "--verify-signatures",
-    "signers",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    envvar="GITOPS_VERIFY_SIGNATURES",
-    help="An SSH allowed-signers file or an OpenPGP keyring: a head not "
-    "signed by one of its keys is rejected.",
-)
+@_verify_signatures("a head")
 def plan(
     base: str,
     head: str,

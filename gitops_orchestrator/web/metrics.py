@@ -287,8 +287,7 @@ LOG_OUTCOMES = ("accepted", "malformed", "unknown", "rate_limited", "overflow", 
 async def metrics(request: Request) -> Response:
     store: Store = request.state.store
     facts = await asyncio.to_thread(read_facts, store)
-    log_counts = getattr(request.app.state, "log_counts", {})
-    body = exposition(facts, now=time.time(), log_counts=log_counts)
+    body = exposition(facts, now=time.time(), log_counts=request.app.state.log_counts)
     return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

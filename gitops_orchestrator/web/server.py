@@ -51,14 +51,7 @@ class Connections:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._open: dict[DeadlineProtocol, None] = {}  # insertion order: oldest first
-        self.dropped = 0
-        """Connections closed to stay within the limit (since start)."""
-        self.expired = 0
-        """Connections cut off for not sending a whole request in time (since start)."""
         self._dropping = 0  # dropped since the bound was last reached
-
-    def __len__(self) -> int:
-        return len(self._open)
 
     def admit(self, new: DeadlineProtocol) -> None:
         """Take `new` in, dropping the oldest connection not being answered when full."""
@@ -86,7 +79,6 @@ class Connections:
             self.limit,
         )  # fmt: skip
         self._dropping += 1
-        self.dropped += 1
         self._open.pop(connection, None)
         connection.cut_off()
 
@@ -140,7 +132,6 @@ class DeadlineProtocol(H11Protocol):
 
     def _expire(self) -> None:
         self._timer = None
-        self.bound.expired += 1
         logger.debug("%s sent no whole request within %g s: closed", self.client, self.deadline)
         self.bound.forget(self)
         if not self.transport.is_closing():
